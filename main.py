@@ -1,0 +1,192 @@
+"""Fluxloom: a node-graph studio for FLUX image models.
+
+Composition root and command line. `python main.py` serves the UI; `python main.py run WORKFLOW`
+runs a workflow headless; `python main.py demo-models` writes small random-weight checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from settings import Settings
+
+log = logging.getLogger("fluxloom")
+
+
+COMMANDS = ("serve", "run", "demo-models", "fetch-tokenizers")
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    folders = common.add_argument_group("folders")
+    folders.add_argument("--models-dir", type=Path, default=Path("weights"),
+                         help="models root with ComfyUI's subfolders (checkpoints, diffusion_models, vae, ...)")
+    folders.add_argument("--extra-model-paths-config", type=Path, action="append", default=[],
+                         help="ComfyUI extra_model_paths.yaml to search too (repeatable)")
+    folders.add_argument("--input-dir", type=Path, default=Path("input"), help="images that nodes load")
+    folders.add_argument("--output-dir", type=Path, default=Path("output"), help="where images are saved")
+    folders.add_argument("--temp-dir", type=Path, default=Path("temp"), help="previews")
+    folders.add_argument("--user-dir", type=Path, default=Path("user"),
+                         help="settings, saved workflows and the persisted queue")
+    folders.add_argument("--custom-nodes-dir", type=Path, default=Path("custom_nodes"),
+                         help="third-party node packs")
+    engine = common.add_argument_group("engine")
+    engine.add_argument("--vram-limit", type=float, default=None, metavar="GB",
+                        help="VRAM budget for models; the rest is streamed from CPU memory")
+    engine.add_argument("--cache-gb", type=float, default=4.0, help="memory budget for cached node outputs")
+    engine.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return common
+
+
+class _FullHelpParser(argparse.ArgumentParser):
+    """`main.py --help` documents every command and every flag, not just the command names."""
+
+    def format_help(self) -> str:
+        text = super().format_help()
+        for action in self._subparsers._group_actions if self._subparsers else ():
+            for name, sub in action.choices.items():
+                text += f"\n{'=' * 8} {name} {'=' * 8}\n" + sub.format_help()
+        return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_options()
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = _FullHelpParser(prog="main.py", description=__doc__.split("\n\n")[0], formatter_class=fmt)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", parents=[common], formatter_class=fmt,
+                           help="serve the web UI and the ComfyUI-compatible API (default)")
+    serve.add_argument("--listen", default="127.0.0.1", help="address to bind; 0.0.0.0 opens it to the network")
+    serve.add_argument("--port", type=int, default=8188)
+    serve.add_argument("--auth-token", default=None, help="require this bearer token on every request")
+    serve.add_argument("--max-upload-size", type=float, default=100.0, metavar="MB", help="upload size limit")
+
+    run = sub.add_parser("run", parents=[common], formatter_class=fmt,
+                         help="run a workflow file headless and print the files it saved")
+    run.add_argument("workflow", type=Path, help="API-format JSON (UI-format JSON and PNGs once supported)")
+
+    sub.add_parser("demo-models", parents=[common], formatter_class=fmt,
+                   help="write small random-weight checkpoints in every supported layout")
+    sub.add_parser("fetch-tokenizers", parents=[common], formatter_class=fmt,
+                   help="download the CLIP-L and T5 tokenizer files (needs internet)")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not any(a in COMMANDS for a in argv) and not {"-h", "--help"} & set(argv):
+        argv.insert(0, "serve")  # `python main.py [flags]` serves
+    return build_parser().parse_args(argv)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    return Settings(
+        models_dir=args.models_dir, input_dir=args.input_dir, output_dir=args.output_dir, temp_dir=args.temp_dir,
+        user_dir=args.user_dir, custom_nodes_dir=args.custom_nodes_dir,
+        extra_model_paths=tuple(args.extra_model_paths_config),
+        listen=getattr(args, "listen", "127.0.0.1"), port=getattr(args, "port", 8188),
+        auth_token=getattr(args, "auth_token", None), max_upload_size_mb=getattr(args, "max_upload_size", 100.0),
+        vram_limit_gb=args.vram_limit, cache_bytes=int(args.cache_gb * (1 << 30)),
+    )
+
+
+@dataclass
+class App:
+    settings: Settings
+    registry: Any
+    services: Any
+    executor: Any
+
+
+def build_app(settings: Settings) -> App:
+    """Wire the engine: registry of built-in nodes, services for nodes, executor with torch hooks."""
+    from executor.cache import OutputCache
+    from executor.run import Executor
+    from nodes.hooks import TorchNodeHooks, outputs_bytes
+    from nodes.registry import build_registry
+    from nodes.services import NodeServices
+
+    registry = build_registry()
+    services = NodeServices(settings=settings)
+    cache = OutputCache(max_bytes=settings.cache_bytes, sizeof=outputs_bytes)
+    executor = Executor(registry, cache=cache, hooks=TorchNodeHooks(), services=services)
+    return App(settings, registry, services, executor)
+
+
+def load_workflow(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SystemExit(f"error: workflow file not found: {path}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SystemExit(f"error: {path} is not a JSON workflow: {exc}") from None
+    if isinstance(data, dict) and "prompt" in data and isinstance(data["prompt"], dict):
+        data = data["prompt"]
+    return data
+
+
+def command_run(settings: Settings, workflow: Path) -> int:
+    from cli_progress import ProgressBars, saved_files
+    from executor.errors import Interrupted, NodeExecutionError, PromptValidationError
+
+    app = build_app(settings)
+    prompt = load_workflow(workflow)
+    try:
+        validated = app.executor.validate(prompt)
+    except PromptValidationError as exc:
+        for line in exc.lines():
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    for line in PromptValidationError({"message": "skipped"}, validated.node_errors).lines() \
+            if validated.node_errors else ():
+        print(f"warning: {line}", file=sys.stderr)
+    with ProgressBars() as bars:
+        try:
+            result = app.executor.execute(validated, prompt_id=str(uuid.uuid4()), sink=bars,
+                                          extra_data={"extra_pnginfo": {}})
+        except NodeExecutionError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except Interrupted:
+            print("interrupted", file=sys.stderr)
+            return 130
+    for path in saved_files(result.outputs, settings):
+        print(path)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = settings_from_args(args)
+    command = args.command or "serve"
+    if command == "run":
+        return command_run(settings, args.workflow)
+    if command == "demo-models":
+        from models.tiny import write_demo_models
+
+        for path in write_demo_models(settings.models_dir):
+            print(path)
+        return 0
+    if command == "fetch-tokenizers":
+        from models.text.tokenizers import fetch_tokenizers
+
+        for path in fetch_tokenizers(settings.models_dir):
+            print(path)
+        return 0
+    print("The web UI is coming with the server; use `python main.py run WORKFLOW.json` meanwhile.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""Builds the node registry from the built-in node modules (custom packs are added by the loader)."""
+
+from __future__ import annotations
+
+import importlib
+
+from executor.registry import NodeRegistry
+
+# Each module exports NODES: tuple of Node classes. Order only matters for object_info listing.
+BUILTIN_MODULES = (
+    "nodes.primitives",
+    "nodes.image",
+)
+
+
+def build_registry(modules: tuple[str, ...] = BUILTIN_MODULES) -> NodeRegistry:
+    registry = NodeRegistry()
+    for module_name in modules:
+        module = importlib.import_module(module_name)
+        for node_class in module.NODES:
+            registry.register(node_class, source="nodes")
+    return registry

@@ -1,0 +1,31 @@
+"""Settings: built once in main.py from the command line; library code receives it, never reads argv/env."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    base_dir: Path = Path(".")
+    models_dir: Path = Path("weights")
+    input_dir: Path = Path("input")
+    output_dir: Path = Path("output")
+    temp_dir: Path = Path("temp")
+    user_dir: Path = Path("user")
+    custom_nodes_dir: Path = Path("custom_nodes")
+    extra_model_paths: tuple[Path, ...] = ()
+    listen: str = "127.0.0.1"
+    port: int = 8188
+    auth_token: str | None = None
+    max_upload_size_mb: float = 100.0
+    vram_limit_gb: float | None = None
+    cache_bytes: int = 4 << 30  # budget for cached node outputs held between prompts
+    preview_max_size: int = 512
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port must be in 1..65535, got {self.port}")
+        if self.max_upload_size_mb <= 0:
+            raise ValueError(f"max upload size must be positive, got {self.max_upload_size_mb} MB")
