@@ -205,6 +205,9 @@ class _PromptRun:
             return
         if self._pull_lazy(node_id):
             return
+        if self._from_cache(node_id):  # an identical node earlier in this prompt produced it already
+            self._done(node_id)
+            return
         node_type = self._type(node_id)
         inputs = self._inputs(node_id, node_type)
         self.sink.emit(ev.Executing(self.prompt_id, node_id, self.display.get(node_id, node_id)))
