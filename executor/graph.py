@@ -18,15 +18,23 @@ class Link(NamedTuple):
     index: int
 
 
-@dataclass(frozen=True, eq=False)
 class PromptNode:
-    node_id: str
-    class_type: str
-    inputs: dict[str, Any]  # literals (coerced after validation) and Links
-    title: str | None = None
+    """One node of a prompt. Links never change after parsing (only literals are coerced)."""
 
-    def links(self) -> Iterable[tuple[str, Link]]:
-        return ((k, v) for k, v in self.inputs.items() if isinstance(v, Link))
+    __slots__ = ("node_id", "class_type", "inputs", "title", "link_items", "sources")
+
+    def __init__(
+        self, node_id: str, class_type: str, inputs: dict[str, Any], title: str | None = None
+    ) -> None:
+        self.node_id = node_id
+        self.class_type = class_type
+        self.inputs = inputs  # literals (coerced by validation) and Links
+        self.title = title
+        self.link_items = tuple((k, v) for k, v in inputs.items() if type(v) is Link)
+        self.sources = frozenset(v.node_id for _, v in self.link_items)
+
+    def links(self) -> tuple[tuple[str, Link], ...]:
+        return self.link_items
 
 
 @dataclass
@@ -34,6 +42,35 @@ class ValidatedPrompt:
     nodes: dict[str, PromptNode]
     outputs: tuple[str, ...]
     node_errors: dict[str, Any] = field(default_factory=dict)
+    order: tuple[str, ...] = ()  # dependency order of every node the outputs need
+    # Filled by the first run when no node has a fingerprint: a re-run of the same prompt reuses them.
+    signatures: dict[str, str] | None = None
+
+
+def volatile_nodes(validated: ValidatedPrompt, registry: NodeRegistry) -> list[str]:
+    """Nodes whose validity can change without the prompt changing (live option lists, own validators)."""
+    out = []
+    for node_id in validated.order:
+        node_type = registry.get(validated.nodes[node_id].class_type)
+        if node_type is None or node_type.describe_fn is not None or node_type.validate_inputs is not None:
+            out.append(node_id)
+    return out
+
+
+def still_valid(validated: ValidatedPrompt, registry: NodeRegistry, *, services: Any = None) -> bool:
+    """Re-check the volatile nodes of an earlier validation of the same prompt."""
+    volatile = volatile_nodes(validated, registry)
+    if not volatile:
+        return True
+    if any(validated.nodes[n].class_type not in registry for n in volatile):
+        return False
+    nodes = validated.nodes
+    schemas: dict[str, Schema | None] = {}
+    for node_id in {s for n in volatile for s in nodes[n].sources} | set(volatile):
+        schemas[node_id] = registry[nodes[node_id].class_type].describe(services)
+    return not any(
+        _node_errors(nodes[n], schemas[n], registry[nodes[n].class_type], nodes, schemas) for n in volatile
+    )
 
 
 def error(kind: str, message: str, details: str = "", **extra_info: Any) -> dict[str, Any]:
@@ -42,17 +79,12 @@ def error(kind: str, message: str, details: str = "", **extra_info: Any) -> dict
 
 def to_link(value: Any) -> Link | None:
     """A JSON `[node_id, index]` pair as a Link, else None."""
-    if isinstance(value, Link):
+    if type(value) is Link:
         return value
-    if (
-        isinstance(value, list)
-        and len(value) == 2
-        and isinstance(value[1], int)
-        and not isinstance(value[1], bool)
-        and isinstance(value[0], (str, int))
-        and not isinstance(value[0], bool)
-    ):
-        return Link(str(value[0]), value[1])
+    if type(value) is list and len(value) == 2:
+        source, index = value
+        if type(index) is int and type(source) in (str, int):
+            return Link(str(source), index)
     return None
 
 
@@ -86,7 +118,10 @@ def parse_prompt(prompt: Any) -> dict[str, PromptNode]:
         raw_inputs = raw.get("inputs") or {}
         if not isinstance(raw_inputs, Mapping):
             raw_inputs = {}
-        inputs = {str(k): (to_link(v) or v) for k, v in raw_inputs.items()}
+        inputs = {
+            k if type(k) is str else str(k): (to_link(v) or v) if type(v) is list else v
+            for k, v in raw_inputs.items()
+        }
         meta = raw.get("_meta")
         title = meta.get("title") if isinstance(meta, Mapping) else None
         nodes[node_id] = PromptNode(node_id, raw["class_type"], inputs, title)
@@ -277,7 +312,7 @@ def dependency_closure(roots: Iterable[str], nodes: Mapping[str, PromptNode]) ->
             continue
         seen.add(node_id)
         order.append(node_id)
-        stack.extend(link.node_id for _, link in nodes[node_id].links())
+        stack.extend(nodes[node_id].sources)
     return order
 
 
@@ -289,7 +324,7 @@ def topological_order(
     indegree = dict.fromkeys(members, 0)
     users: dict[str, list[str]] = {n: [] for n in members}
     for node_id in members:
-        for source in {link.node_id for _, link in nodes[node_id].links() if link.node_id in members}:
+        for source in nodes[node_id].sources & members:
             indegree[node_id] += 1
             users[source].append(node_id)
     ready = [n for n, d in indegree.items() if d == 0]
@@ -386,7 +421,7 @@ def validate_prompt(
 
     bad = set(own_errors) | set(blocked)
     for node_id in ordered:  # upstream errors make downstream nodes invalid, without reasons of their own
-        if any(link.node_id in bad for _, link in nodes[node_id].links()):
+        if not nodes[node_id].sources.isdisjoint(bad):
             bad.add(node_id)
     good_outputs = tuple(o for o in outputs if o not in bad)
 
@@ -411,4 +446,4 @@ def validate_prompt(
             error("prompt_outputs_failed_validation", "Prompt outputs failed validation", details),
             node_errors,
         )
-    return ValidatedPrompt(nodes, good_outputs, node_errors)
+    return ValidatedPrompt(nodes, good_outputs, node_errors, tuple(ordered))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import threading
 import traceback
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -15,6 +17,7 @@ from .graph import (
     ValidatedPrompt,
     dependency_closure,
     parse_prompt,
+    still_valid,
     to_link,
     topological_order,
     validate_prompt,
@@ -26,6 +29,8 @@ from .schema import NodeContext, NodeOutput
 
 class Executor:
     """Runs prompts against one registry, reusing outputs across prompts through an OutputCache."""
+
+    memo_size = 16
 
     def __init__(
         self,
@@ -39,9 +44,29 @@ class Executor:
         self.cache = cache if cache is not None else OutputCache()
         self.hooks = hooks or NullHooks()
         self.services = services
+        self._memo: dict[str, ValidatedPrompt] = {}  # recent prompts, insertion-ordered (LRU)
+        self._memo_lock = threading.Lock()
 
     def validate(self, prompt: Any, targets: Iterable[str] | None = None) -> ValidatedPrompt:
-        return validate_prompt(prompt, self.registry, services=self.services, targets=targets)
+        """Validate a prompt; a prompt seen recently re-checks only its volatile nodes."""
+        targets = None if targets is None else tuple(targets)
+        try:
+            key = json.dumps([prompt, targets], sort_keys=True)
+        except (TypeError, ValueError):
+            key = None  # not JSON (e.g. built in code with objects): validate every time
+        with self._memo_lock:
+            hit = self._memo.get(key) if key is not None else None
+        if hit is not None and still_valid(hit, self.registry, services=self.services):
+            with self._memo_lock:
+                self._memo[key] = self._memo.pop(key, hit)
+            return hit
+        validated = validate_prompt(prompt, self.registry, services=self.services, targets=targets)
+        if key is not None:
+            with self._memo_lock:
+                self._memo[key] = validated
+                while len(self._memo) > self.memo_size:
+                    self._memo.pop(next(iter(self._memo)))
+        return validated
 
     def execute(
         self,
@@ -87,7 +112,9 @@ class _PromptRun:
         self.registry = executor.registry
         self.cache = executor.cache
         self.nodes: dict[str, PromptNode] = dict(validated.nodes)
+        self.validated = validated
         self.outputs = validated.outputs
+        self.order = validated.order or tuple(dependency_closure(validated.outputs, validated.nodes))
         self.prompt_id = prompt_id
         self.sink = sink
         self.extra_data = extra_data
@@ -117,17 +144,14 @@ class _PromptRun:
         except Exception:  # ComfyUI treats a failing IS_CHANGED as "changed"
             return float("nan")
 
-    def _sign(self, node_ids: Iterable[str]) -> None:
+    def _sign(self, node_ids: Iterable[str], ordered: bool = False) -> None:
+        """Signatures for nodes not signed yet (`ordered`: already in dependency order)."""
         ids = [n for n in node_ids if n not in self.signatures]
-        ordered, _ = topological_order(ids, self.nodes)
-        fingerprints = {n: self._fingerprint(n) for n in ordered}
-        compute_signatures(
-            ordered,
-            self.nodes,
-            {n.class_type: self.registry[n.class_type] for n in (self.nodes[i] for i in ordered)},
-            fingerprints,
-            into=self.signatures,
-        )
+        if not ordered:
+            ids, _ = topological_order(ids, self.nodes)
+        types = {self.nodes[n].class_type: self.registry[self.nodes[n].class_type] for n in ids}
+        fingerprints = {n: self._fingerprint(n) for n in ids if types[self.nodes[n].class_type].fingerprint}
+        compute_signatures(ids, self.nodes, types, fingerprints, into=self.signatures)
 
     # --- scheduling ----------------------------------------------------------------------------
     def _schedule(self, root: str, user: str | None = None) -> None:
@@ -174,7 +198,12 @@ class _PromptRun:
     # --- main loop -----------------------------------------------------------------------------
     def run(self) -> RunResult:
         self.sink.emit(ev.ExecutionStart(self.prompt_id))
-        self._sign(dependency_closure(self.outputs, self.nodes))
+        if self.validated.signatures is not None:
+            self.signatures.update(self.validated.signatures)
+        else:
+            self._sign(self.order, ordered=True)
+            if not any(self._type(n).fingerprint for n in self.order):
+                self.validated.signatures = dict(self.signatures)
         for output in reversed(self.outputs):
             self._schedule(output)
         cached = tuple(self.result.cached)

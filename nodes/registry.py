@@ -9,7 +9,6 @@ from executor.registry import NodeRegistry
 # Each module exports NODES: tuple of Node classes. Order only matters for object_info listing.
 BUILTIN_MODULES = (
     "nodes.primitives",
-    "nodes.image",
 )
 
 
