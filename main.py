@@ -105,21 +105,24 @@ class App:
     registry: Any
     services: Any
     executor: Any
+    packs: Any = None  # nodes.custom_loader.PackReport
 
 
-def build_app(settings: Settings) -> App:
-    """Wire the engine: registry of built-in nodes, services for nodes, executor with torch hooks."""
+def build_app(settings: Settings, *, load_packs: bool = True) -> App:
+    """Wire the engine: built-in nodes + custom packs, services for nodes, executor with torch hooks."""
     from executor.cache import OutputCache
     from executor.run import Executor
+    from nodes.custom_loader import load_custom_nodes
     from nodes.hooks import TorchNodeHooks, outputs_bytes
     from nodes.registry import build_registry
     from nodes.services import NodeServices
 
     registry = build_registry()
+    packs = load_custom_nodes(settings.custom_nodes_dir, registry) if load_packs else None
     services = NodeServices(settings=settings)
     cache = OutputCache(max_bytes=settings.cache_bytes, sizeof=outputs_bytes)
     executor = Executor(registry, cache=cache, hooks=TorchNodeHooks(), services=services)
-    return App(settings, registry, services, executor)
+    return App(settings, registry, services, executor, packs)
 
 
 def load_workflow(path: Path) -> dict[str, Any]:
