@@ -57,7 +57,7 @@ def input_from_spec(name: str, spec: Sequence[Any] | str, *, optional: bool = Fa
     return Input(name, str(kind), optional=optional, extra=opts, **fields)
 
 
-def _inputs_from_v1(node_id: str, cls: type) -> tuple[tuple[Input, ...], tuple[Hidden, ...]]:
+def _inputs_from_v1(node_id: str, cls: Any) -> tuple[tuple[Input, ...], tuple[Hidden, ...]]:
     declared = cls.INPUT_TYPES()
     if not isinstance(declared, Mapping):
         raise NodeDefinitionError(f"node {node_id!r}: INPUT_TYPES() must return a dict")
@@ -67,7 +67,7 @@ def _inputs_from_v1(node_id: str, cls: type) -> tuple[tuple[Input, ...], tuple[H
     return tuple(inputs), tuple(hidden)
 
 
-def _v1_schema(node_id: str, cls: type, display_name: str | None, source: str) -> Schema:
+def _v1_schema(node_id: str, cls: Any, display_name: str | None, source: str) -> Schema:
     inputs, hidden = _inputs_from_v1(node_id, cls)
     types = tuple(cls.RETURN_TYPES)
     names = tuple(getattr(cls, "RETURN_NAMES", None) or ())
@@ -107,7 +107,7 @@ def _v1_schema(node_id: str, cls: type, display_name: str | None, source: str) -
 
 
 def v1_node_type(
-    node_id: str, cls: type, *, display_name: str | None = None, source: str = "nodes"
+    node_id: str, cls: Any, *, display_name: str | None = None, source: str = "nodes"
 ) -> NodeType:
     """Wrap a ComfyUI V1 class (INPUT_TYPES, RETURN_TYPES, FUNCTION, ...)."""
     where = f"node {node_id!r} ({getattr(cls, '__module__', '?')}.{getattr(cls, '__qualname__', cls)})"
@@ -178,7 +178,7 @@ def v1_node_type(
 # --- V3 ---------------------------------------------------------------------------------------------
 
 
-def _v3_schema(cls: type, source: str) -> Schema:
+def _v3_schema(cls: Any, source: str) -> Schema:
     spec = cls.define_schema()
     inputs = tuple(
         input_from_spec(i.id, (i.get_io_type(), i.as_dict()), optional=bool(getattr(i, "optional", False)))
@@ -233,7 +233,7 @@ class HiddenValues:
         return None
 
 
-def v3_node_type(cls: type, *, source: str = "nodes") -> NodeType:
+def v3_node_type(cls: Any, *, source: str = "nodes") -> NodeType:
     """Wrap a ComfyUI V3 class (`define_schema()` + classmethod `execute`)."""
     try:
         schema = _v3_schema(cls, source)
@@ -244,7 +244,7 @@ def v3_node_type(cls: type, *, source: str = "nodes") -> NodeType:
     def invoke(ctx: NodeContext, inputs: dict[str, Any]) -> NodeOutput:
         hidden = {k: inputs.pop(k) for k in list(inputs) if k in hidden_names}
         # V3 nodes read hidden values from the class; run a per-call subclass so calls never share them.
-        runner = type(cls.__name__, (cls,), {"hidden": HiddenValues(hidden)}) if hidden else cls
+        runner: Any = type(cls.__name__, (cls,), {"hidden": HiddenValues(hidden)}) if hidden else cls
         return normalize_result(runner.execute(**inputs), schema)
 
     def hook(attr: str):

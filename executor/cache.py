@@ -45,7 +45,7 @@ def node_signature(
     for name in sorted(node.inputs):
         value = node.inputs[name]
         if isinstance(value, Link):
-            parts.append(f"{name}=@{upstream[value.node_id]}:{value.index}")
+            parts.append(f"{name}=@{upstream[value.node_id]}:{value.slot}")
         else:
             parts.append(f"{name}={value!r}")
     return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()

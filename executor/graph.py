@@ -15,7 +15,7 @@ class Link(NamedTuple):
     """A connection to output `index` of node `node_id`."""
 
     node_id: str
-    index: int
+    slot: int
 
 
 class PromptNode:
@@ -65,7 +65,7 @@ def still_valid(validated: ValidatedPrompt, registry: NodeRegistry, *, services:
     if any(validated.nodes[n].class_type not in registry for n in volatile):
         return False
     nodes = validated.nodes
-    schemas: dict[str, Schema | None] = {}
+    schemas: dict[str, Schema] = {}
     for node_id in {s for n in volatile for s in nodes[n].sources} | set(volatile):
         schemas[node_id] = registry[nodes[node_id].class_type].describe(services)
     return not any(
@@ -182,7 +182,7 @@ def _check_literal(spec: Input, value: Any, self_validated: bool) -> tuple[Any, 
     elif (
         spec.type == COMBO
         and not self_validated
-        and spec.options is not None
+        and isinstance(spec.options, tuple)  # a provider not yet resolved by describe() is not checked
         and not spec.extra.get("remote")
         and not spec.extra.get("multiselect")
     ):
@@ -205,7 +205,7 @@ def _node_errors(
     schema: Schema,
     node_type: NodeType,
     nodes: Mapping[str, PromptNode],
-    schemas: Mapping[str, Schema | None],
+    schemas: Mapping[str, Schema],
 ) -> list[dict[str, Any]]:
     """Validate one node's own inputs (coercing literals in place); upstream problems are not its errors."""
     errors: list[dict[str, Any]] = []
@@ -234,19 +234,19 @@ def _node_errors(
                         received_value=list(value),
                     )
                 )
-            elif not 0 <= value.index < len(source_schema.outputs):
+            elif not 0 <= value.slot < len(source_schema.outputs):
                 errors.append(
                     error(
                         "bad_linked_input",
                         "Bad linked input, output index out of range",
-                        f"{name} is linked to output {value.index} of node {value.node_id} "
+                        f"{name} is linked to output {value.slot} of node {value.node_id} "
                         f"({source.class_type}), which has {len(source_schema.outputs)} outputs",
                         input_name=name,
                         received_value=list(value),
                     )
                 )
             elif not skip_types:
-                received = source_schema.outputs[value.index].type
+                received = source_schema.outputs[value.slot].type
                 if not types_compatible(received, spec.type):
                     errors.append(
                         error(
@@ -281,7 +281,7 @@ def _node_errors(
             if s.name in inputs
         }
         if "input_types" in (self_checked or ()):
-            literals["input_types"] = {k: schemas[v.node_id].outputs[v.index].type for k, v in node.links()}
+            literals["input_types"] = {k: schemas[v.node_id].outputs[v.slot].type for k, v in node.links()}
         try:
             result = node_type.validate_inputs(literals)
         except Exception as exc:  # a node's own validator may raise anything; report it, never crash
@@ -381,7 +381,7 @@ def validate_prompt(
             },
         )
     described: dict[str, Schema] = {}
-    schemas: dict[str, Schema | None] = {}
+    schemas: dict[str, Schema] = {}
     for node_id, node in nodes.items():
         schema = described.get(node.class_type)
         if schema is None:

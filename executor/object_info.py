@@ -42,7 +42,7 @@ def input_spec(spec: Input) -> list[Any]:
         opts["tooltip"] = spec.tooltip
     opts.update(spec.extra)
     if spec.type == COMBO:
-        choices = list(spec.options or ())
+        choices = list(spec.options) if isinstance(spec.options, tuple) else []
         if spec.legacy_combo:
             return [choices, opts] if opts else [choices]
         return [COMBO, {"options": choices, **opts}]

@@ -104,7 +104,7 @@ def _resolve_dynamic(schema: Schema) -> Callable[[Any], Schema] | None:
 
     def describe(services: Any) -> Schema:
         inputs = tuple(
-            dataclasses.replace(i, options=tuple(i.options(services))) if i.has_dynamic_options else i
+            dataclasses.replace(i, options=tuple(i.options(services))) if callable(i.options) else i
             for i in schema.inputs
         )
         return dataclasses.replace(schema, inputs=inputs)

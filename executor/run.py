@@ -52,20 +52,19 @@ class Executor:
         targets = None if targets is None else tuple(targets)
         try:
             key = json.dumps([prompt, targets], sort_keys=True)
-        except (TypeError, ValueError):
-            key = None  # not JSON (e.g. built in code with objects): validate every time
+        except (TypeError, ValueError):  # not JSON (e.g. built in code with objects): validate every time
+            return validate_prompt(prompt, self.registry, services=self.services, targets=targets)
         with self._memo_lock:
-            hit = self._memo.get(key) if key is not None else None
+            hit = self._memo.get(key)
         if hit is not None and still_valid(hit, self.registry, services=self.services):
             with self._memo_lock:
                 self._memo[key] = self._memo.pop(key, hit)
             return hit
         validated = validate_prompt(prompt, self.registry, services=self.services, targets=targets)
-        if key is not None:
-            with self._memo_lock:
-                self._memo[key] = validated
-                while len(self._memo) > self.memo_size:
-                    self._memo.pop(next(iter(self._memo)))
+        with self._memo_lock:
+            self._memo[key] = validated
+            while len(self._memo) > self.memo_size:
+                self._memo.pop(next(iter(self._memo)))
         return validated
 
     def execute(
@@ -315,7 +314,7 @@ class _PromptRun:
                     out[spec.name] = [list(value)]
                 else:
                     produced = self.values.get(value.node_id)
-                    out[spec.name] = produced[value.index] if produced is not None else [None]
+                    out[spec.name] = produced[value.slot] if produced is not None else [None]
             else:
                 out[spec.name] = [value]
         for hidden in node_type.schema.hidden:
@@ -335,11 +334,15 @@ class _PromptRun:
         self, node_id: str, node_type: NodeType, inputs: dict[str, list[Any]]
     ) -> list[NodeOutput]:
         """ComfyUI's list semantics: one call per element, shorter lists repeat their last value."""
+
+        def progress(value: float, maximum: float, preview: bytes | None = None) -> None:
+            self.sink.emit(ev.Progress(self.prompt_id, node_id, value, maximum, preview))
+
         ctx = NodeContext(
             node_id,
             self.prompt_id,
             self.executor.services,
-            progress=lambda v, m, p=None: self.sink.emit(ev.Progress(self.prompt_id, node_id, v, m, p)),
+            progress=progress,
             should_stop=self.cancel.is_cancelled,
         )
         if node_type.schema.is_input_list:
@@ -389,7 +392,7 @@ class _PromptRun:
                     exc = KeyError(f"expansion uses unknown node type {node.class_type!r}")
                     self._fail(node_id, self._type(node_id), {}, exc)
                 inputs = {
-                    k: (Link(renamed.get(v.node_id, v.node_id), v.index) if isinstance(v, Link) else v)
+                    k: (Link(renamed.get(v.node_id, v.node_id), v.slot) if isinstance(v, Link) else v)
                     for k, v in node.inputs.items()
                 }
                 self.nodes[renamed[old]] = PromptNode(renamed[old], node.class_type, inputs, node.title)
@@ -415,7 +418,7 @@ class _PromptRun:
         for call in calls:
             for slot, value, out in zip(slots, call.values, merged):
                 if isinstance(value, Link):  # the linked node's whole output list becomes ours
-                    out.extend(self.values[value.node_id][value.index])
+                    out.extend(self.values[value.node_id][value.slot])
                 else:
                     out.extend(value) if slot.is_list else out.append(value)
         self._keep(node_id, merged, _merge_ui(c.ui for c in calls))
@@ -425,7 +428,7 @@ def _relink(value: Any, renamed: Mapping[str, str]) -> Any:
     link = to_link(value)
     if link is None:
         return value
-    return Link(renamed.get(link.node_id, link.node_id), link.index)
+    return Link(renamed.get(link.node_id, link.node_id), link.slot)
 
 
 def _merge_ui(uis: Iterable[Mapping[str, Any] | None]) -> dict[str, Any] | None:

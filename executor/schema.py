@@ -125,7 +125,7 @@ class Schema:
 
     node_id: str
     inputs: tuple[Input, ...] = ()
-    outputs: tuple[Output | str, ...] = ()
+    outputs: tuple[Output, ...] = ()  # plain type strings are accepted and wrapped
     hidden: tuple[Hidden, ...] = ()
     category: str = "utils"
     display_name: str | None = None
