@@ -108,6 +108,17 @@ class App:
     packs: Any = None  # nodes.custom_loader.PackReport
 
 
+def build_memory_manager(settings: Settings) -> Any:
+    """The compute device (CUDA when present) with the --vram-limit budget."""
+    import torch
+
+    from models.memory import MemoryManager
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    budget = None if settings.vram_limit_gb is None else int(settings.vram_limit_gb * (1 << 30))
+    return MemoryManager(device, budget_bytes=budget)
+
+
 def build_app(settings: Settings, *, load_packs: bool = True) -> App:
     """Wire the engine: built-in nodes + custom packs, services for nodes, executor with torch hooks."""
     from executor.cache import OutputCache
@@ -119,7 +130,7 @@ def build_app(settings: Settings, *, load_packs: bool = True) -> App:
 
     registry = build_registry()
     packs = load_custom_nodes(settings.custom_nodes_dir, registry) if load_packs else None
-    services = NodeServices(settings=settings)
+    services = NodeServices(settings=settings, memory=build_memory_manager(settings))
     cache = OutputCache(max_bytes=settings.cache_bytes, sizeof=outputs_bytes)
     executor = Executor(registry, cache=cache, hooks=TorchNodeHooks(), services=services)
     return App(settings, registry, services, executor, packs)
