@@ -1,0 +1,209 @@
+"""FLUX workflow nodes through the executor: conditioning plumbing, latents, samplers, the denoiser bridge.
+
+Values that JSON cannot carry enter through a `Given` node (looked up in the services object) and
+leave through a `Capture` output node, so every node under test runs inside the real executor.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from executor.registry import NodeRegistry
+from executor.run import Executor
+from executor.schema import ANY, Node, NodeContext, NodeOutput, Schema, String, Typed
+from nodes import conditioning, latent
+
+
+class Given(Node):
+    schema = Schema("Given", inputs=(String("key"),), outputs=(ANY,))
+
+    @classmethod
+    def execute(cls, ctx: NodeContext, key: str) -> tuple[Any]:
+        return (ctx.services.values[key],)
+
+
+class Capture(Node):
+    schema = Schema("Capture", inputs=(Typed("value", ANY),), outputs=(), is_output_node=True)
+
+    @classmethod
+    def execute(cls, value: Any) -> NodeOutput:
+        return NodeOutput.of(ui={"value": [value]})
+
+
+def make_executor(values: dict[str, Any], *modules: Any) -> Executor:
+    registry = NodeRegistry()
+    for node in (Given, Capture):
+        registry.register(node)
+    for module in modules or (conditioning, latent):
+        for node in module.NODES:
+            registry.register(node)
+    return Executor(registry, services=SimpleNamespace(values=values, memory=None))
+
+
+def run_node(class_type: str, inputs: dict[str, Any], values: dict[str, Any] | None = None,
+             outputs: int = 1, modules: tuple = ()) -> list[Any]:
+    """Run one node whose linked inputs come from `values` (name -> object); return its outputs."""
+    values = dict(values or {})
+    prompt: dict[str, Any] = {}
+    node_inputs = dict(inputs)
+    for name, value in (values or {}).items():
+        prompt[f"given_{name}"] = {"class_type": "Given", "inputs": {"key": name}}
+        node_inputs[name] = [f"given_{name}", 0]
+    prompt["node"] = {"class_type": class_type, "inputs": node_inputs}
+    for index in range(outputs):
+        prompt[f"out{index}"] = {"class_type": "Capture", "inputs": {"value": ["node", index]}}
+    result = make_executor(values, *modules).execute(prompt, prompt_id="t")
+    return [result.outputs[f"out{index}"]["value"][0] for index in range(outputs)]
+
+
+def cond(tokens: int = 4, dim: int = 8, **options: Any) -> list[list[Any]]:
+    gen = torch.Generator().manual_seed(tokens * 31 + dim)
+    return [[torch.randn(1, tokens, dim, generator=gen), {"pooled_output": torch.randn(1, 6, generator=gen),
+                                                          **options}]]
+
+
+# --- conditioning plumbing ----------------------------------------------------------------------
+
+
+def test_flux_guidance_sets_guidance_on_a_copy():
+    original = cond()
+    (out,) = run_node("FluxGuidance", {"guidance": 2.5}, {"conditioning": original})
+    assert out[0][1]["guidance"] == 2.5 and "guidance" not in original[0][1]
+    assert out[0][0] is original[0][0]  # tensors are shared, dicts are not
+    assert out[0][1]["pooled_output"] is original[0][1]["pooled_output"]
+
+
+def test_zero_out_zeroes_context_and_pooled_keeps_other_keys():
+    original = cond(guidance=3.0)
+    (out,) = run_node("ConditioningZeroOut", {}, {"conditioning": original})
+    assert torch.count_nonzero(out[0][0]) == 0 and torch.count_nonzero(out[0][1]["pooled_output"]) == 0
+    assert out[0][0].shape == original[0][0].shape and out[0][1]["guidance"] == 3.0
+    assert torch.count_nonzero(original[0][0]) > 0
+
+
+def test_combine_concatenates_entries():
+    a, b = cond(3), cond(5)
+    (out,) = run_node("ConditioningCombine", {}, {"conditioning_1": a, "conditioning_2": b})
+    assert len(out) == 2 and out[0][0] is a[0][0] and out[1][0] is b[0][0]
+
+
+def test_timestep_range_records_percentages():
+    (out,) = run_node("ConditioningSetTimestepRange", {"start": 0.2, "end": 0.7}, {"conditioning": cond()})
+    assert (out[0][1]["start_percent"], out[0][1]["end_percent"]) == (0.2, 0.7)
+
+
+def test_set_area_passes_through_with_a_warning(caplog):
+    original = cond()
+    with caplog.at_level(logging.WARNING, logger="nodes.conditioning"):
+        (out,) = run_node("ConditioningSetArea", {"width": 256, "height": 128, "x": 64, "y": 8, "strength": 0.5},
+                          {"conditioning": original})
+    assert "ignores conditioning areas" in caplog.text
+    assert out[0][0] is original[0][0] and out[0][1]["area"] == (16, 32, 1, 8) and out[0][1]["strength"] == 0.5
+
+
+def test_reference_latents_chain_and_method():
+    first, second = torch.randn(1, 16, 4, 6), torch.randn(1, 16, 8, 2)
+    (once,) = run_node("ReferenceLatent", {}, {"conditioning": cond(), "latent": {"samples": first}})
+    (twice,) = run_node("ReferenceLatent", {}, {"conditioning": once, "latent": {"samples": second}})
+    assert [t is r for t, r in zip(twice[0][1]["reference_latents"], (first, second))] == [True, True]
+    assert len(once[0][1]["reference_latents"]) == 1  # the earlier value is not mutated
+    (none,) = run_node("ReferenceLatent", {}, {"conditioning": once})
+    assert none[0][1]["reference_latents"][0] is first
+    for choice, stored in (("offset", "offset"), ("index", "index"), ("uxo/uno", "uxo")):
+        (out,) = run_node("FluxKontextMultiReferenceLatentMethod", {"reference_latents_method": choice},
+                          {"conditioning": twice})
+        assert out[0][1]["reference_latents_method"] == stored
+
+
+# --- latents ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("node", ["EmptyLatentImage", "EmptySD3LatentImage"])
+def test_empty_latents_are_flux_shaped_zeros(node):
+    (out,) = run_node(node, {"width": 80, "height": 48, "batch_size": 3})
+    assert out["samples"].shape == (3, 16, 6, 10) and out["samples"].dtype == torch.float32
+    assert torch.count_nonzero(out["samples"]) == 0
+
+
+def test_set_latent_noise_mask_reshapes_and_copies():
+    samples = {"samples": torch.randn(2, 16, 4, 4), "batch_index": [3, 4]}
+    mask = torch.rand(2, 32, 32)
+    (out,) = run_node("SetLatentNoiseMask", {}, {"samples": samples, "mask": mask})
+    assert out["noise_mask"].shape == (2, 1, 32, 32) and torch.equal(out["noise_mask"][:, 0], mask)
+    assert out["batch_index"] == [3, 4] and "noise_mask" not in samples
+
+
+@pytest.mark.parametrize("method", ["nearest-exact", "bilinear", "area", "bicubic"])
+def test_latent_upscale_matches_interpolate(method):
+    x = torch.randn(1, 16, 12, 20)
+    (out,) = run_node("LatentUpscale", {"upscale_method": method, "width": 256, "height": 0, "crop": "disabled"},
+                      {"samples": {"samples": x}})
+    # height 0 keeps the aspect ratio: 256 px wide -> 32 latent columns, round(12 * 256 / 20) = 154 px -> 19 rows
+    assert out["samples"].shape == (1, 16, 19, 32)
+    torch.testing.assert_close(out["samples"], F.interpolate(x, size=(19, 32), mode=method))
+    (by,) = run_node("LatentUpscaleBy", {"upscale_method": method, "scale_by": 1.5}, {"samples": {"samples": x}})
+    torch.testing.assert_close(by["samples"], F.interpolate(x, size=(18, 30), mode=method))
+
+
+def test_latent_upscale_center_crop():
+    x = torch.arange(2 * 8 * 16, dtype=torch.float32).reshape(1, 2, 8, 16)
+    (out,) = run_node("LatentUpscale", {"upscale_method": "nearest-exact", "width": 64, "height": 64,
+                                        "crop": "center"}, {"samples": {"samples": x}})
+    # 16x8 cropped to the 1:1 center 8x8 (columns 4..11), then resized to 8x8: identical
+    torch.testing.assert_close(out["samples"], x[:, :, :, 4:12])
+
+
+def _slerp64(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    ua, ub = a / na, b / nb
+    dot = float(np.clip(ua @ ub, -1, 1))
+    if dot > 1 - 1e-5:
+        return a
+    omega = math.acos(dot)
+    direction = (math.sin((1 - t) * omega) * ua + math.sin(t * omega) * ub) / math.sin(omega)
+    return direction * (na * (1 - t) + nb * t)
+
+
+def _bilinear_source(old: int, new: int, i: int) -> tuple[int, int, float]:
+    """align_corners=False source coordinate of output i, clamped to the input like interpolate does."""
+    pos = min(max((i + 0.5) * old / new - 0.5, 0.0), old - 1)
+    left = math.floor(pos)
+    return left, min(left + 1, old - 1), pos - left
+
+
+def test_bislerp_against_float64_reference():
+    x = torch.randn(1, 3, 3, 4, generator=torch.Generator().manual_seed(0))
+    (out,) = run_node("LatentUpscaleBy", {"upscale_method": "bislerp", "scale_by": 1.75},
+                      {"samples": {"samples": x}})  # 3x4 -> round(5.25) x 7
+    src = x[0].double().permute(1, 2, 0).numpy()  # [H, W, C]
+    width_pass = np.zeros((3, 7, 3))
+    for r in range(3):
+        for i in range(7):
+            left, right, t = _bilinear_source(4, 7, i)
+            width_pass[r, i] = _slerp64(src[r, left], src[r, right], t)
+    expect = np.zeros((5, 7, 3))
+    for j in range(5):
+        top, bottom, t = _bilinear_source(3, 5, j)
+        for i in range(7):
+            expect[j, i] = _slerp64(width_pass[top, i], width_pass[bottom, i], t)
+    np.testing.assert_allclose(out["samples"][0].permute(1, 2, 0).numpy(), expect, atol=1e-5)
+
+
+def test_kontext_image_scale_picks_nearest_aspect_and_lanczos():
+    image = torch.rand(1, 60, 100, 3, generator=torch.Generator().manual_seed(1))
+    (out,) = run_node("FluxKontextImageScale", {}, {"image": image})
+    # 100:60 = 1.667 is closest to 1328:800 = 1.660
+    assert out.shape == (1, 800, 1328, 3)
+    # center crop to 1.660 would drop round((100 - 99.6) / 2) = 0 columns: a plain resize
+    pil = Image.fromarray((image[0].numpy() * 255).clip(0, 255).astype(np.uint8))
+    expect = np.asarray(pil.resize((1328, 800), Image.Resampling.LANCZOS), dtype=np.float32) / 255
+    np.testing.assert_allclose(out[0].numpy(), expect, atol=1e-6)
