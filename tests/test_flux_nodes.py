@@ -55,7 +55,7 @@ def run_node(class_type: str, inputs: dict[str, Any], values: dict[str, Any] | N
     values = dict(values or {})
     prompt: dict[str, Any] = {}
     node_inputs = dict(inputs)
-    for name, value in (values or {}).items():
+    for name in values:
         prompt[f"given_{name}"] = {"class_type": "Given", "inputs": {"key": name}}
         node_inputs[name] = [f"given_{name}", 0]
     prompt["node"] = {"class_type": class_type, "inputs": node_inputs}
