@@ -1,0 +1,28 @@
+"""Typed errors for checkpoint files: each names the file, what was expected and what was found."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class CheckpointFormatError(ValueError):
+    """A file is unreadable, truncated, corrupt, or not of the family the caller asked for."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class WrongFamilyError(CheckpointFormatError):
+    """A readable checkpoint of another model family (e.g. a VAE given to the diffusion-model loader)."""
+
+    def __init__(self, path: str | Path, expected: str, found: str, detail: str = "") -> None:
+        self.expected = expected
+        self.found = found
+        extra = f" ({detail})" if detail else ""
+        super().__init__(path, f"expected {expected}, found {found}{extra}")
+
+
+class UnsupportedFormatError(CheckpointFormatError):
+    """A recognised format that Fluxloom does not load (GGUF, bnb-nf4, FLUX.2, pickled .ckpt, ...)."""
