@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", parents=[common], formatter_class=fmt,
                          help="run a workflow file headless and print the files it saved")
-    run.add_argument("workflow", type=Path, help="API-format JSON (UI-format JSON and PNGs once supported)")
+    run.add_argument("workflow", type=Path, help="API JSON, UI JSON, or a PNG with an embedded workflow")
 
     sub.add_parser("demo-models", parents=[common], formatter_class=fmt,
                    help="write small random-weight checkpoints in every supported layout")
@@ -136,16 +136,36 @@ def build_app(settings: Settings, *, load_packs: bool = True) -> App:
     return App(settings, registry, services, executor, packs)
 
 
-def load_workflow(path: Path) -> dict[str, Any]:
+def load_workflow(path: Path, registry: Any = None, services: Any = None) -> dict[str, Any]:
+    """An API prompt from a workflow file: API JSON, UI JSON (converted) or a PNG with embedded chunks.
+
+    A PNG's embedded API `prompt` is preferred (it is what ran); else its UI `workflow` is converted.
+    Unknown node types in a UI workflow stop the run with an error naming them.
+    """
+    from executor.errors import PromptValidationError
+    from executor.workflow import to_api_prompt
+    from nodes.png_workflow import PngWorkflowError, is_png, read_png_workflow
+
+    if not path.is_file():
+        raise SystemExit(f"error: workflow file not found: {path}")
+    if is_png(path):
+        try:
+            data: Any = read_png_workflow(path).best()
+        except PngWorkflowError as exc:
+            raise SystemExit(f"error: {path}: {exc}") from None
+    else:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise SystemExit(f"error: {path} is not a JSON workflow or a PNG: {exc}") from None
+    if registry is None:
+        from nodes.registry import build_registry
+
+        registry = build_registry()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SystemExit(f"error: workflow file not found: {path}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SystemExit(f"error: {path} is not a JSON workflow: {exc}") from None
-    if isinstance(data, dict) and "prompt" in data and isinstance(data["prompt"], dict):
-        data = data["prompt"]
-    return data
+        return to_api_prompt(data, registry, services)
+    except PromptValidationError as exc:
+        raise SystemExit("\n".join(f"error: {path}: {line}" for line in exc.lines())) from None
 
 
 def command_run(settings: Settings, workflow: Path) -> int:
@@ -153,7 +173,7 @@ def command_run(settings: Settings, workflow: Path) -> int:
     from executor.errors import Interrupted, NodeExecutionError, PromptValidationError
 
     app = build_app(settings)
-    prompt = load_workflow(workflow)
+    prompt = load_workflow(workflow, app.registry, app.services)
     try:
         validated = app.executor.validate(prompt)
     except PromptValidationError as exc:
