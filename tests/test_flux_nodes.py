@@ -21,6 +21,7 @@ from executor.registry import NodeRegistry
 from executor.run import Executor
 from executor.schema import ANY, Node, NodeContext, NodeOutput, Schema, String, Typed
 from nodes import conditioning, latent
+from nodes.flux_denoiser import FluxPredictor, mask_channels, prepare_conditioning, process_in, process_out
 
 
 class Given(Node):
@@ -207,3 +208,100 @@ def test_kontext_image_scale_picks_nearest_aspect_and_lanczos():
     pil = Image.fromarray((image[0].numpy() * 255).clip(0, 255).astype(np.uint8))
     expect = np.asarray(pil.resize((1328, 800), Image.Resampling.LANCZOS), dtype=np.float32) / 255
     np.testing.assert_allclose(out[0].numpy(), expect, atol=1e-6)
+
+
+# --- the denoiser bridge (fake transformer forward) ---------------------------------------------
+
+
+class RecordingForward:
+    """Stands in for flux_forward_latent: records its inputs, returns a fixed linear velocity."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, module, x, t, context, pooled, guidance=None, **kw):
+        self.calls.append({"x": x, "t": t, "context": context, "pooled": pooled, "guidance": guidance, **kw})
+        return 0.5 * x[:, :16] + context.mean() + t.reshape(-1, 1, 1, 1)
+
+
+def predictor(in_channels: int = 64, guidance_embed: bool = True) -> tuple[FluxPredictor, RecordingForward]:
+    forward = RecordingForward()
+    params = SimpleNamespace(guidance_embed=guidance_embed, vec_in_dim=6, in_channels=in_channels)
+    p = FluxPredictor(torch.nn.Identity(), params, percent_to_sigma=lambda p: 1.0 - p, device=torch.device("cpu"),
+                      dtype=torch.float32, forward=forward)
+    return p, forward
+
+
+def test_predictor_returns_x0_from_velocity_and_guidance_defaults():
+    p, forward = predictor()
+    x = torch.randn(2, 16, 4, 4)
+    sigma = torch.tensor([0.6, 0.6])
+    conds = prepare_conditioning(cond(3, 8))
+    x0 = p(x, sigma, conds)
+    v = 0.5 * x + conds[0].context.mean() + 0.6
+    torch.testing.assert_close(x0, x - 0.6 * v)
+    call = forward.calls[0]
+    assert call["context"].shape == (2, 3, 8) and call["pooled"].shape == (2, 6)  # repeated to the batch
+    assert torch.equal(call["guidance"], torch.tensor([3.5, 3.5]))  # ComfyUI's default when none is set
+    p(x, sigma, prepare_conditioning(cond(guidance=None)))
+    assert forward.calls[-1]["guidance"] is None  # FluxDisableGuidance-style None is kept
+    schnell, forward = predictor(guidance_embed=False)
+    schnell(x, sigma, prepare_conditioning(cond(guidance=4.0)))
+    assert forward.calls[-1]["guidance"] is None  # no guidance embedding in the model
+
+
+def test_predictor_timestep_ranges_and_strength_average():
+    p, forward = predictor()
+    x = torch.randn(1, 16, 2, 2)
+    early = cond(2, 8, start_percent=0.0, end_percent=0.5)  # active for sigma in [0.5, 1]
+    late = cond(5, 8, start_percent=0.5, end_percent=1.0, strength=3.0)  # sigma in [0, 0.5]
+    both = prepare_conditioning(early + late)
+    high = p(x, torch.tensor([0.8]), both)
+    torch.testing.assert_close(high, p(x, torch.tensor([0.8]), both[:1]))
+    low = p(x, torch.tensor([0.3]), both)
+    torch.testing.assert_close(low, p(x, torch.tensor([0.3]), both[1:]))
+    at_half = p(x, torch.tensor([0.5]), both)  # both active: strength-weighted mean (1 and 3)
+    expect = (p(x, torch.tensor([0.5]), both[:1]) + 3 * p(x, torch.tensor([0.5]), both[1:])) / 4
+    torch.testing.assert_close(at_half, expect)
+
+
+def test_mask_channels_follow_the_8x8_cell_layout():
+    h, w = 3, 5
+    mask = torch.rand(1, 8 * h, 8 * w, generator=torch.Generator().manual_seed(2))
+    out = mask_channels(mask, h, w)
+    assert out.shape == (1, 64, h, w)
+    for i in range(h):
+        for j in range(w):
+            for py in range(8):
+                for px in range(8):
+                    assert out[0, py * 8 + px, i, j] == mask[0, 8 * i + py, 8 * j + px]
+
+
+def test_fill_and_canny_models_get_processed_concat_channels():
+    x = torch.randn(1, 16, 2, 3)
+    image = torch.randn(1, 16, 2, 3)
+    mask = torch.zeros(1, 1, 16, 24)
+    mask[..., :8, :] = 1.0
+    fill, forward = predictor(in_channels=384)
+    fill(x, torch.tensor([0.5]), prepare_conditioning(cond(concat_latent_image=image, concat_mask=mask)))
+    sent = forward.calls[0]["x"]
+    assert sent.shape == (1, 96, 2, 3)
+    torch.testing.assert_close(sent[:, :16], x)
+    torch.testing.assert_close(sent[:, 16:32], process_in(image))
+    assert torch.equal(sent[:, 32:, 0], torch.ones(1, 64, 3)) and torch.count_nonzero(sent[:, 32:, 1]) == 0
+    canny, forward = predictor(in_channels=128)
+    canny(x, torch.tensor([0.5]), prepare_conditioning(cond()))  # no concat image: processed zeros
+    torch.testing.assert_close(forward.calls[0]["x"][:, 16:], process_in(torch.zeros_like(x)))
+    fill(x, torch.tensor([0.5]), prepare_conditioning(cond(concat_latent_image=image)))  # no mask: all ones
+    assert torch.equal(fill.forward.calls[-1]["x"][:, 32:], torch.ones(1, 64, 2, 3))
+
+
+def test_reference_latents_are_processed_and_passed_with_the_method():
+    p, forward = predictor()
+    ref = torch.randn(1, 16, 4, 4)
+    p(torch.randn(1, 16, 2, 2), torch.tensor([0.5]),
+      prepare_conditioning(cond(reference_latents=[ref], reference_latents_method="index")))
+    (sent,) = forward.calls[0]["ref_latents"]
+    torch.testing.assert_close(sent, process_in(ref))
+    assert forward.calls[0]["ref_method"] == "index"
+    torch.testing.assert_close(process_out(process_in(ref)), ref)

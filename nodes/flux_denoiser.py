@@ -1,0 +1,187 @@
+"""The bridge from graph values to the sampling contract: MODEL handle + CONDITIONING -> x0 predictions.
+
+`prepare_conditioning` turns a CONDITIONING list into `FluxCond`s once per sampling run;
+`FluxPredictor(handle, ...)(x, sigma, conds)` evaluates the FLUX transformer for every cond active at
+`sigma` and returns the denoised estimate x0 = x - sigma * v (ComfyUI's CONST parameterisation).
+Latents inside sampling are in model space: LATENT samples after `process_in`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .latent_resize import resize
+
+# FLUX.1 latent format (ComfyUI latent_formats.Flux): model space = (mean - shift) * scale.
+LATENT_SCALE = 0.3611
+LATENT_SHIFT = 0.1159
+LATENT_CHANNELS = 16
+DEFAULT_GUIDANCE = 3.5  # what ComfyUI feeds a guidance-distilled model when the conditioning has none
+
+
+def process_in(samples: torch.Tensor) -> torch.Tensor:
+    """LATENT samples (un-scaled VAE means) -> model space."""
+    return (samples - LATENT_SHIFT) * LATENT_SCALE
+
+
+def process_out(latent: torch.Tensor) -> torch.Tensor:
+    """Model space -> LATENT samples."""
+    return latent / LATENT_SCALE + LATENT_SHIFT
+
+
+@dataclass(frozen=True, eq=False)
+class FluxCond:
+    """One CONDITIONING entry as the transformer needs it.
+
+    context [1|B, T, D] (T5 tokens), pooled [1|B, vec] (CLIP-L); guidance None = no guidance
+    embedding; concat_* are LATENT-space tensors for Canny/Depth/Fill models; reference latents
+    (Kontext) are LATENT-space [1, 16, h, w]. The entry is active while
+    percent_to_sigma(end_percent) <= sigma <= percent_to_sigma(start_percent); `strength` weights it
+    against other active entries.
+    """
+
+    context: torch.Tensor
+    pooled: torch.Tensor | None
+    guidance: float | None = DEFAULT_GUIDANCE
+    concat_image: torch.Tensor | None = None
+    concat_mask: torch.Tensor | None = None
+    reference_latents: tuple[torch.Tensor, ...] = ()
+    reference_method: str = "offset"
+    start_percent: float = 0.0
+    end_percent: float = 1.0
+    strength: float = 1.0
+
+
+def prepare_conditioning(conditioning: Sequence[Sequence[Any]]) -> tuple[FluxCond, ...]:
+    """CONDITIONING list -> FluxConds (keys FLUX does not use are ignored)."""
+    out = []
+    for index, entry in enumerate(conditioning):
+        if len(entry) != 2 or not isinstance(entry[1], Mapping):
+            raise TypeError(f"conditioning entry {index} is not [tensor, dict]")
+        context, options = entry
+        guidance = options.get("guidance", DEFAULT_GUIDANCE)
+        out.append(FluxCond(
+            context=context,
+            pooled=options.get("pooled_output"),
+            guidance=None if guidance is None else float(guidance),
+            concat_image=options.get("concat_latent_image"),
+            concat_mask=options.get("concat_mask"),
+            reference_latents=tuple(options.get("reference_latents") or ()),
+            reference_method=options.get("reference_latents_method", "offset"),
+            start_percent=float(options.get("start_percent", 0.0)),
+            end_percent=float(options.get("end_percent", 1.0)),
+            strength=float(options.get("strength", 1.0)),
+        ))
+    return tuple(out)
+
+
+def _to_batch(t: torch.Tensor, batch: int) -> torch.Tensor:
+    """Repeat (or cut) the batch axis to `batch` like ComfyUI's resize_to_batch_size for whole multiples."""
+    if t.shape[0] == batch:
+        return t
+    reps = math.ceil(batch / t.shape[0])
+    return t.repeat(reps, *([1] * (t.ndim - 1)))[:batch]
+
+
+def mask_channels(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pixel mask [B, (C,) H, W] -> 64 channels at latent size [B, 64, height, width] (FLUX Fill).
+
+    The mask is averaged over channels, resized (bilinear, center) to 8x the latent size, and each
+    8x8 pixel cell becomes the channel axis (channel = 8 * row_in_cell + col_in_cell).
+    """
+    if mask.ndim == 3:
+        mask = mask.unsqueeze(1)
+    mask = mask.float().mean(dim=1, keepdim=True)
+    mask = resize(mask, width * 8, height * 8, "bilinear", "center")
+    b = mask.shape[0]
+    cells = mask.reshape(b, height, 8, width, 8).permute(0, 2, 4, 1, 3)  # [B, 8, 8, h, w]
+    return cells.reshape(b, 64, height, width)
+
+
+def concat_channels(cond: FluxCond, x: torch.Tensor, extra: int) -> torch.Tensor:
+    """The `extra` conditioning channels appended to the noisy latent x [B, 16, h, w] (model space)."""
+    b, _, h, w = x.shape
+    image = cond.concat_image if cond.concat_image is not None else torch.zeros_like(x)
+    image = resize(image.to(device=x.device, dtype=torch.float32), w, h, "bilinear", "center")
+    # ComfyUI processes the concat image even when it is the zero default.
+    parts = [process_in(_to_batch(image, b))]
+    if extra > LATENT_CHANNELS:  # Fill: mask channels follow the masked-image latent
+        mask = cond.concat_mask if cond.concat_mask is not None else torch.ones_like(x[:, :1])
+        parts.append(_to_batch(mask_channels(mask.to(x.device), h, w), b))
+    out = torch.cat(parts, dim=1)
+    if out.shape[1] != extra:
+        raise ValueError(f"the model expects {extra} conditioning channels but the conditioning gives "
+                         f"{out.shape[1]}")
+    return out
+
+
+ForwardFn = Callable[..., torch.Tensor]
+
+
+class FluxPredictor:
+    """`(x [B,16,h,w], sigma [B], conds) -> x0` for one FLUX transformer (already on its device).
+
+    `forward` is `models.flux.apply.flux_forward_latent` (injectable for tests). `percent_to_sigma`
+    maps a conditioning's start/end percent to sigma (the model sampling's).
+    """
+
+    def __init__(self, module: torch.nn.Module, params: Any, *, percent_to_sigma: Callable[[float], float],
+                 device: torch.device, dtype: torch.dtype, forward: ForwardFn | None = None) -> None:
+        if forward is None:
+            from models.flux.apply import flux_forward_latent as forward
+        self.module = module
+        self.guidance_embed = bool(params.guidance_embed)
+        self.vec_in_dim = int(params.vec_in_dim)
+        self.extra_channels = params.in_channels // 4 - LATENT_CHANNELS  # params count packed (2x2) features
+        self.percent_to_sigma = percent_to_sigma
+        self.device = device
+        self.dtype = dtype
+        self.forward = forward
+        self.calls = 0
+
+    def active(self, cond: FluxCond, sigma: float) -> bool:
+        start = self.percent_to_sigma(cond.start_percent)
+        end = self.percent_to_sigma(cond.end_percent)
+        return end <= sigma <= start
+
+    def velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond: FluxCond) -> torch.Tensor:
+        """Transformer output for one cond, float32 [B, 16, h, w]."""
+        b = x.shape[0]
+        inputs = x
+        if self.extra_channels > 0:
+            inputs = torch.cat([x, concat_channels(cond, x, self.extra_channels)], dim=1)
+        kw: dict[str, Any] = {}
+        if cond.reference_latents:
+            kw["ref_latents"] = tuple(process_in(r.to(self.device, torch.float32)).to(self.dtype)
+                                      for r in cond.reference_latents)
+            kw["ref_method"] = cond.reference_method
+        guidance = None
+        if self.guidance_embed and cond.guidance is not None:
+            guidance = torch.full((b,), cond.guidance, device=self.device, dtype=torch.float32)
+        pooled = cond.pooled
+        if pooled is None:  # no CLIP: ComfyUI feeds zeros for the vector input
+            pooled = torch.zeros(1, self.vec_in_dim)
+        self.calls += 1
+        v = self.forward(
+            self.module, inputs.to(self.device, self.dtype), sigma.to(self.device, torch.float32),
+            _to_batch(cond.context, b).to(self.device, self.dtype), _to_batch(pooled, b).to(self.device, self.dtype),
+            guidance=guidance, **kw)
+        return v.float()
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, conds: Sequence[FluxCond]) -> torch.Tensor:
+        s = float(sigma.reshape(-1)[0])
+        total = torch.zeros_like(x)
+        weight = 0.0
+        for cond in conds:
+            if not self.active(cond, s):
+                continue
+            v = self.velocity(x, sigma, cond)
+            total += cond.strength * (x - sigma.reshape(-1, 1, 1, 1).to(x) * v.to(x))
+            weight += cond.strength
+        # ComfyUI divides by a tiny count when no entry is active, which yields zeros
+        return total / weight if weight > 0 else total
