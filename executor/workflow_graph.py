@@ -88,12 +88,20 @@ def _parse_link(raw: Any, where: str) -> UiLink:
     try:
         if isinstance(raw, Mapping):  # schema version 1
             return UiLink(
-                _id(raw["id"]), _id(raw["origin_id"]), int(raw["origin_slot"]),
-                _id(raw["target_id"]), int(raw["target_slot"]), str(raw.get("type", "*")),
+                _id(raw["id"]),
+                _id(raw["origin_id"]),
+                int(raw["origin_slot"]),
+                _id(raw["target_id"]),
+                int(raw["target_slot"]),
+                str(raw.get("type", "*")),
             )
         link_id, origin, origin_slot, target, target_slot, *rest = raw  # version 0.4 arrays
         return UiLink(
-            _id(link_id), _id(origin), int(origin_slot), _id(target), int(target_slot),
+            _id(link_id),
+            _id(origin),
+            int(origin_slot),
+            _id(target),
+            int(target_slot),
             str(rest[0]) if rest else "*",
         )
     except (KeyError, TypeError, ValueError) as exc:
@@ -134,7 +142,8 @@ def parse_graph(raw: Mapping[str, Any], where: str) -> UiGraph:
         link = _parse_link(item, where)
         links[link.link_id] = link
     return UiGraph(
-        nodes, links,
+        nodes,
+        links,
         inputs=tuple(s for s in raw.get("inputs") or () if isinstance(s, Mapping)),
         outputs=tuple(s for s in raw.get("outputs") or () if isinstance(s, Mapping)),
         name=str(raw.get("name", "")),
@@ -148,7 +157,9 @@ def collect_subgraphs(raw: Mapping[str, Any], into: dict[str, UiGraph] | None = 
     subgraphs = definitions.get("subgraphs") if isinstance(definitions, Mapping) else None
     for item in subgraphs or ():
         if not isinstance(item, Mapping) or not isinstance(item.get("id"), str):
-            raise WorkflowFormatError("definitions.subgraphs", f"a subgraph needs an 'id', got {str(item)[:120]}")
+            raise WorkflowFormatError(
+                "definitions.subgraphs", f"a subgraph needs an 'id', got {str(item)[:120]}"
+            )
         out[item["id"]] = parse_graph(item, f"subgraph {item.get('name') or item['id']!r}")
         collect_subgraphs(item, out)
     return out
@@ -195,7 +206,9 @@ class Scope:
 
     def error(self, node: UiNode, message: str) -> WorkflowFormatError:
         exec_id = self.exec_id(node.node_id)
-        return WorkflowFormatError(f"node {exec_id} ({node.type})", message, node_id=exec_id, class_type=node.type)
+        return WorkflowFormatError(
+            f"node {exec_id} ({node.type})", message, node_id=exec_id, class_type=node.type
+        )
 
 
 class Resolver:
@@ -234,9 +247,7 @@ class Resolver:
                 child.input_values[str(name)] = value
         if instance.widgets_values_named:
             names = {str(s.get("name")) for s in graph.inputs}
-            child.input_values.update(
-                {k: v for k, v in instance.widgets_values_named.items() if k in names}
-            )
+            child.input_values.update({k: v for k, v in instance.widgets_values_named.items() if k in names})
         for (node_id, name), value in scope.overrides.items():
             if node_id == instance.node_id:
                 child.input_values[name] = value
@@ -268,14 +279,14 @@ class Resolver:
             return None
         link = scope.graph.links.get(_id(raw_link))
         if link is None:
-            raise scope.error(node, f"input {slot.get('name')!r} uses link {raw_link}, which does not exist"
-            )
+            raise scope.error(node, f"input {slot.get('name')!r} uses link {raw_link}, which does not exist")
         want = want if want is not None else slot.get("type", "*")
         if link.origin_id == SUBGRAPH_INPUT_NODE:
             return self._from_subgraph_input(scope, node, link, want, seen)
         origin = scope.graph.nodes.get(link.origin_id)
         if origin is None:
-            raise scope.error(node, f"link {link.link_id} starts at node {link.origin_id}, which does not exist"
+            raise scope.error(
+                node, f"link {link.link_id} starts at node {link.origin_id}, which does not exist"
             )
         return self.resolve_output(scope, origin, link.origin_slot, want, seen)
 
@@ -286,8 +297,10 @@ class Resolver:
         if instance is None or parent is None:
             raise scope.error(node, "link from a subgraph input outside a subgraph")
         if not 0 <= link.origin_slot < len(scope.graph.inputs):
-            raise scope.error(node, f"link {link.link_id} starts at subgraph input {link.origin_slot}, "
-                f"but subgraph {scope.graph.name!r} has {len(scope.graph.inputs)} inputs"
+            raise scope.error(
+                node,
+                f"link {link.link_id} starts at subgraph input {link.origin_slot}, "
+                f"but subgraph {scope.graph.name!r} has {len(scope.graph.inputs)} inputs",
             )
         name = str(scope.graph.inputs[link.origin_slot].get("name"))
         # Serialised instances drop unconnected widget inputs, so slots are matched by name.
@@ -324,7 +337,11 @@ class Resolver:
     ) -> Value | Source | None:
         child = self.child(scope, node)
         inner = next(
-            (lk for lk in child.graph.links.values() if lk.target_id == SUBGRAPH_OUTPUT_NODE and lk.target_slot == slot),
+            (
+                lk
+                for lk in child.graph.links.values()
+                if lk.target_id == SUBGRAPH_OUTPUT_NODE and lk.target_slot == slot
+            ),
             None,
         )
         if inner is None:
@@ -333,7 +350,8 @@ class Resolver:
             return self._from_subgraph_input(child, node, inner, want, seen)
         origin = child.graph.nodes.get(inner.origin_id)
         if origin is None:
-            raise scope.error(node, f"subgraph output {slot} comes from node {inner.origin_id}, which does not exist"
+            raise scope.error(
+                node, f"subgraph output {slot} comes from node {inner.origin_id}, which does not exist"
             )
         return self.resolve_output(child, origin, inner.origin_slot, want, seen)
 
