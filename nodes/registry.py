@@ -9,6 +9,9 @@ from executor.registry import NodeRegistry
 # Each module exports NODES: tuple of Node classes. Order only matters for object_info listing.
 BUILTIN_MODULES = (
     "nodes.primitives",
+    "nodes.image_io",
+    "nodes.image_ops",
+    "nodes.masks",
 )
 
 
