@@ -198,6 +198,51 @@ def command_run(settings: Settings, workflow: Path) -> int:
     return 0
 
 
+def command_serve(settings: Settings) -> int:
+    """Serve the web UI and the ComfyUI-compatible API until Ctrl+C; queued prompts survive restarts."""
+    from aiohttp import web
+
+    from executor.queue import PromptQueue
+    from nodes.model_paths import ModelPaths
+    from web.app import create_app
+    from web.services import WebServices
+
+    def device_stats() -> list[dict[str, Any]]:
+        """ComfyUI's /system_stats `devices`: the CUDA device when present, else the CPU."""
+        import torch
+
+        if not torch.cuda.is_available():
+            return [{"name": "cpu", "type": "cpu", "index": None, "vram_total": 0, "vram_free": 0,
+                     "torch_vram_total": 0, "torch_vram_free": 0}]
+        free, total = torch.cuda.mem_get_info()
+        reserved = torch.cuda.memory_reserved()
+        return [{"name": f"cuda:0 {torch.cuda.get_device_name(0)}", "type": "cuda", "index": 0,
+                 "vram_total": total, "vram_free": free, "torch_vram_total": reserved,
+                 "torch_vram_free": reserved - torch.cuda.memory_allocated()}]
+
+    app = build_app(settings)
+    model_paths = getattr(app.services, "model_paths", None) or ModelPaths.from_models_dir(
+        settings.models_dir, settings.extra_model_paths)
+    memory = getattr(app.services, "memory", None)
+    queue = PromptQueue.in_user_dir(settings.user_dir)
+    services = WebServices(
+        settings=settings, registry=app.registry, executor=app.executor, queue=queue,
+        node_services=app.services, model_paths=model_paths,
+        web_directories=app.packs.web_directories if app.packs is not None else {},
+        free_models=memory.free_all if memory is not None else None, device_stats=device_stats,
+        argv=tuple(sys.argv),
+    )
+    host = "127.0.0.1" if settings.listen in ("0.0.0.0", "::") else settings.listen
+    host = f"[{host}]" if ":" in host else host
+    token = f"/?token={settings.auth_token}" if settings.auth_token else ""
+    print(f"Fluxloom is serving http://{host}:{settings.port}{token} (Ctrl+C stops it)", flush=True)
+    try:
+        web.run_app(create_app(services), host=settings.listen, port=settings.port, print=None, access_log=None)
+    finally:
+        queue.close()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -218,8 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for path in fetch_tokenizers(settings.models_dir):
             print(path)
         return 0
-    print("The web UI is coming with the server; use `python main.py run WORKFLOW.json` meanwhile.")
-    return 0
+    return command_serve(settings)
 
 
 if __name__ == "__main__":

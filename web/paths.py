@@ -1,0 +1,76 @@
+"""Keeping file routes inside their folder: relative-name checks, resolution, filename sanitizing.
+
+Names are checked in every form a client might smuggle them in (as given and URL-decoded up to three
+times): NUL and control characters, backslashes, absolute paths, drive letters and `..` segments are
+refused with 400. A name that passes but resolves outside the folder (a symlink) is refused with 403.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path, PurePosixPath
+from urllib.parse import unquote
+
+from .helpers import BadRequest
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _decoded_forms(name: str) -> list[str]:
+    forms = [name]
+    for _ in range(3):
+        decoded = unquote(forms[-1])
+        if decoded == forms[-1]:
+            break
+        forms.append(decoded)
+    return forms
+
+
+def relative_name(name: str, *, what: str, allow_empty: bool = False) -> PurePosixPath:
+    """A safe relative path from a client-supplied name ('/'-separated). Raises BadRequest (400)."""
+    if not isinstance(name, str):
+        raise BadRequest(f"{what} must be a string")
+    if not name:
+        if allow_empty:
+            return PurePosixPath()
+        raise BadRequest(f"{what} is empty")
+    for form in _decoded_forms(name):
+        if _CONTROL.search(form):
+            raise BadRequest(f"{what} {name!r} contains control characters")
+        if "\\" in form:
+            raise BadRequest(f"{what} {name!r} contains a backslash")
+        if form.startswith("/") or _DRIVE.match(form):
+            raise BadRequest(f"{what} {name!r} is absolute; give a path relative to its folder")
+        if ".." in PurePosixPath(form).parts:
+            raise BadRequest(f"{what} {name!r} leaves its folder ('..')")
+    # Decoding stops where the client stopped encoding: the last form is the name on disk.
+    return PurePosixPath(*[p for p in PurePosixPath(name).parts if p not in ("", ".")])
+
+
+def resolve_inside(root: Path, relative: PurePosixPath, *, what: str) -> Path:
+    """`root / relative`, refusing (403) anything that resolves outside `root` (symlinks included)."""
+    base = root.resolve()
+    target = (base / relative).resolve()
+    if target != base and not target.is_relative_to(base):
+        raise BadRequest(f"{what} resolves outside its folder", status=403)
+    return target
+
+
+def safe_file(root: Path, *parts: str, what: str) -> Path:
+    """Resolve '/'-joined client parts (e.g. subfolder, filename) inside `root`."""
+    relative = PurePosixPath()
+    for part in parts:
+        relative = relative / relative_name(part, what=what, allow_empty=True)
+    return resolve_inside(root, relative, what=what)
+
+
+def sanitize_filename(name: str | None, *, what: str = "filename") -> str:
+    """The basename of an uploaded file's name, without control characters; refuses empty, '.', '..'."""
+    if not name:
+        raise BadRequest(f"{what} is missing")
+    base = re.split(r"[\\/]", name)[-1]
+    base = _CONTROL.sub("", base).strip()
+    if base in ("", ".", "..") or _DRIVE.match(base):
+        raise BadRequest(f"{what} {name!r} is not a usable file name")
+    return base[:255]

@@ -1,0 +1,111 @@
+"""/prompt (GET status, POST an API-format prompt) and /workflow/run (ours: a UI-format workflow)."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from executor.errors import PromptValidationError
+from executor.history import now_ms
+
+from .helpers import BadRequest, add_route, field_of, is_uuid, read_object
+from .services import WebServices
+
+log = logging.getLogger(__name__)
+
+
+def _error(kind: str, message: str, details: str = "") -> BadRequest:
+    body = {
+        "error": {"type": kind, "message": message, "details": details, "extra_info": {}},
+        "node_errors": {},
+    }
+    return BadRequest(message, body=body)
+
+
+class PromptRoutes:
+    def __init__(self, services: WebServices) -> None:
+        self.services = services
+
+    async def status(self, request: web.Request) -> web.Response:
+        return web.json_response({"exec_info": {"queue_remaining": self.services.queue.remaining()}})
+
+    async def post(self, request: web.Request) -> web.Response:
+        body = await read_object(request)
+        if "prompt" not in body or body["prompt"] is None:
+            raise _error("no_prompt", "No prompt provided", "the body needs a 'prompt' object (API format)")
+        return self.enqueue(body, body["prompt"])
+
+    async def run_workflow(self, request: web.Request) -> web.Response:
+        """POST /workflow/run: `{"workflow": <UI workflow>, client_id?, prompt_id?, ...}` or the workflow itself."""
+        body = await read_object(request)
+        workflow = body.get("workflow", body if "nodes" in body else None)
+        if not isinstance(workflow, dict) or not isinstance(workflow.get("nodes"), list):
+            raise BadRequest("expected a UI-format workflow (an object with a 'nodes' list) in 'workflow'")
+        try:
+            converter = importlib.import_module("executor.workflow")
+        except ImportError:
+            raise BadRequest("UI-format workflows cannot be converted by this build", status=501) from None
+        try:
+            prompt = converter.ui_to_api(
+                workflow, self.services.registry, services=self.services.node_services
+            )
+        except PromptValidationError as exc:
+            raise BadRequest(str(exc), body=exc.as_response()) from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise _error("invalid_workflow", "The workflow cannot be converted", str(exc)) from None
+        request_body = {k: v for k, v in body.items() if k != "workflow"} if "workflow" in body else {}
+        extra = field_of(request_body, "extra_data", dict, {})
+        pnginfo = field_of(extra, "extra_pnginfo", dict, {})
+        request_body["extra_data"] = {**extra, "extra_pnginfo": {**pnginfo, "workflow": workflow}}
+        return self.enqueue(request_body, prompt)
+
+    def enqueue(self, body: dict[str, Any], prompt: Any) -> web.Response:
+        """Validate and queue; answers ComfyUI's `{prompt_id, number, node_errors}` or its 400 shape."""
+        prompt_id = body.get("prompt_id")
+        if prompt_id is None:
+            prompt_id = str(uuid.uuid4())
+        elif not is_uuid(prompt_id):
+            raise _error(
+                "invalid_prompt_id",
+                "Invalid prompt_id",
+                f"prompt_id must be a lowercase hyphenated UUID, got {prompt_id!r}",
+            )
+        number = field_of(body, "number", (int, float))
+        front = field_of(body, "front", bool, False)
+        client_id = field_of(body, "client_id", str, None)
+        extra_data = dict(field_of(body, "extra_data", dict, {}))
+        targets = field_of(body, "partial_execution_targets", list)
+        if targets is not None and not all(isinstance(t, (str, int)) for t in targets):
+            raise BadRequest("'partial_execution_targets' must be a list of node id strings")
+        try:
+            validated = self.services.executor.validate(
+                prompt, None if targets is None else [str(t) for t in targets]
+            )
+        except PromptValidationError as exc:
+            log.info("prompt refused: %s", exc)
+            raise BadRequest(str(exc), body=exc.as_response()) from None
+        if client_id:
+            extra_data["client_id"] = client_id
+        extra_data["create_time"] = now_ms()
+        try:
+            queued = self.services.queue.put(
+                prompt_id, number, prompt, extra_data, validated.outputs, front=front
+            )
+        except ValueError as exc:  # the client reused an id that is still queued
+            raise _error("invalid_prompt_id", "Invalid prompt_id", str(exc)) from None
+        hub = self.services.hub
+        hub.dispatch([hub.status_frame(queued.remaining)])
+        return web.json_response(
+            {"prompt_id": prompt_id, "number": queued.number, "node_errors": validated.node_errors}
+        )
+
+
+def register_prompt_routes(app: web.Application, services: WebServices) -> None:
+    routes = PromptRoutes(services)
+    add_route(app, "GET", "/prompt", routes.status)
+    add_route(app, "POST", "/prompt", routes.post)
+    add_route(app, "POST", "/workflow/run", routes.run_workflow)
