@@ -1,0 +1,60 @@
+"""Sampling for flow models: model sampling, schedules, samplers, guiders, noise, previews.
+
+Depends only on the denoiser contract (`contract.py`), never on a model architecture.
+"""
+
+from __future__ import annotations
+
+from .contract import Denoiser, NoiseSampler, SamplerFn, ShouldStop, StepCallback, StepInfo
+from .errors import Interrupted, SamplingError
+from .guiders import (
+    batch_tensor_conds,
+    cfg_combine,
+    cfg_denoiser,
+    differential_diffusion,
+    masked_denoiser,
+    prepare_denoise_mask,
+)
+from .model_sampling import FlowModelSampling
+from .noise import make_noise_sampler, prepare_noise
+from .sample import sample
+from .samplers import SAMPLER_NAMES, SAMPLERS, STOCHASTIC_SAMPLERS, get_sampler
+from .schedules import (
+    SCHEDULER_NAMES,
+    SCHEDULERS,
+    calculate_sigmas,
+    denoise_sigmas,
+    ksampler_sigmas,
+    slice_sigmas,
+)
+
+__all__ = [
+    "SAMPLERS",
+    "SAMPLER_NAMES",
+    "SCHEDULERS",
+    "SCHEDULER_NAMES",
+    "STOCHASTIC_SAMPLERS",
+    "Denoiser",
+    "FlowModelSampling",
+    "Interrupted",
+    "NoiseSampler",
+    "SamplerFn",
+    "SamplingError",
+    "ShouldStop",
+    "StepCallback",
+    "StepInfo",
+    "batch_tensor_conds",
+    "calculate_sigmas",
+    "cfg_combine",
+    "cfg_denoiser",
+    "denoise_sigmas",
+    "differential_diffusion",
+    "get_sampler",
+    "ksampler_sigmas",
+    "make_noise_sampler",
+    "masked_denoiser",
+    "prepare_denoise_mask",
+    "prepare_noise",
+    "sample",
+    "slice_sigmas",
+]
