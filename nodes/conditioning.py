@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from executor.schema import Boolean, Combo, Float, Int, Node, NodeContext, Output, Schema, String, Typed
 
 from . import vae_ops
+from .device import use_models
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +40,17 @@ def set_values(conditioning: Conditioning, values: Mapping[str, Any], *, append:
     return out
 
 
-def encode_text(clip: Any, clip_text: str, t5_text: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Encode with a CLIP handle (CLIP-L for the pooled vector, T5 for the context)."""
+def encode_text(ctx: NodeContext, clip: Any, clip_text: str, t5_text: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encode with a CLIP handle: (T5 context [1, T, D], CLIP-L pooled [1, 768]), float32 on the CPU."""
     if clip is None:
         raise RuntimeError("clip input is invalid: None. If it comes from a checkpoint loader, the checkpoint "
                            "holds no text encoders; load them with DualCLIPLoader instead.")
     from models.text.encode import encode_flux_prompt
 
-    return encode_flux_prompt(clip.encoders, clip_text, t5_text, t5_max_length=clip.t5_max_length)
+    encoders = clip.encoders
+    modules = [m for m in (encoders.clip, encoders.t5) if m is not None]
+    with use_models(ctx, *modules):
+        return encode_flux_prompt(encoders, clip_text, t5_text, t5_max_length=clip.t5_max_length)
 
 
 class CLIPTextEncode(Node):
@@ -58,8 +62,8 @@ class CLIPTextEncode(Node):
     )
 
     @classmethod
-    def execute(cls, text: str, clip: Any) -> tuple[Conditioning]:
-        context, pooled = encode_text(clip, text, text)
+    def execute(cls, ctx: NodeContext, text: str, clip: Any) -> tuple[Conditioning]:
+        context, pooled = encode_text(ctx, clip, text, text)
         return ([[context, {"pooled_output": pooled}]],)
 
 
@@ -72,8 +76,8 @@ class CLIPTextEncodeFlux(Node):
     )
 
     @classmethod
-    def execute(cls, clip: Any, clip_l: str, t5xxl: str, guidance: float) -> tuple[Conditioning]:
-        context, pooled = encode_text(clip, clip_l, t5xxl)
+    def execute(cls, ctx: NodeContext, clip: Any, clip_l: str, t5xxl: str, guidance: float) -> tuple[Conditioning]:
+        context, pooled = encode_text(ctx, clip, clip_l, t5xxl)
         return ([[context, {"pooled_output": pooled, "guidance": guidance}]],)
 
 

@@ -126,12 +126,13 @@ ForwardFn = Callable[..., torch.Tensor]
 class FluxPredictor:
     """`(x [B,16,h,w], sigma [B], conds) -> x0` for one FLUX transformer (already on its device).
 
-    `forward` is `models.flux.apply.flux_forward_latent` (injectable for tests). `percent_to_sigma`
+    `forward` is `models.flux.apply.flux_forward_latent` (injectable for tests); it broadcasts a
+    batch-1 context/pooled to the latent batch and casts to the compute dtype. `percent_to_sigma`
     maps a conditioning's start/end percent to sigma (the model sampling's).
     """
 
     def __init__(self, module: torch.nn.Module, params: Any, *, percent_to_sigma: Callable[[float], float],
-                 device: torch.device, dtype: torch.dtype, forward: ForwardFn | None = None) -> None:
+                 device: torch.device, forward: ForwardFn | None = None) -> None:
         if forward is None:
             from models.flux.apply import flux_forward_latent as forward
         self.module = module
@@ -140,7 +141,6 @@ class FluxPredictor:
         self.extra_channels = params.in_channels // 4 - LATENT_CHANNELS  # params count packed (2x2) features
         self.percent_to_sigma = percent_to_sigma
         self.device = device
-        self.dtype = dtype
         self.forward = forward
         self.calls = 0
 
@@ -157,8 +157,7 @@ class FluxPredictor:
             inputs = torch.cat([x, concat_channels(cond, x, self.extra_channels)], dim=1)
         kw: dict[str, Any] = {}
         if cond.reference_latents:
-            kw["ref_latents"] = tuple(process_in(r.to(self.device, torch.float32)).to(self.dtype)
-                                      for r in cond.reference_latents)
+            kw["ref_latents"] = tuple(process_in(r.to(self.device, torch.float32)) for r in cond.reference_latents)
             kw["ref_method"] = cond.reference_method
         guidance = None
         if self.guidance_embed and cond.guidance is not None:
@@ -167,10 +166,10 @@ class FluxPredictor:
         if pooled is None:  # no CLIP: ComfyUI feeds zeros for the vector input
             pooled = torch.zeros(1, self.vec_in_dim)
         self.calls += 1
-        v = self.forward(
-            self.module, inputs.to(self.device, self.dtype), sigma.to(self.device, torch.float32),
-            _to_batch(cond.context, b).to(self.device, self.dtype), _to_batch(pooled, b).to(self.device, self.dtype),
-            guidance=guidance, **kw)
+        # float32 in; the forward casts to the transformer's compute dtype
+        v = self.forward(self.module, inputs.to(self.device), sigma.to(self.device, torch.float32),
+                         cond.context.to(self.device, torch.float32), pooled.to(self.device, torch.float32),
+                         guidance=guidance, **kw)
         return v.float()
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, conds: Sequence[FluxCond]) -> torch.Tensor:

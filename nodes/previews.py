@@ -14,9 +14,7 @@ def latent_preview_jpeg(x0: torch.Tensor, *, max_size: int = PREVIEW_MAX_SIZE, q
     """JPEG bytes of the first latent [B, 16, h, w] (model space) at latent resolution, at most `max_size` px."""
     from models.sampling.preview import latent_to_rgb
 
-    rgb = latent_to_rgb(x0[0])
-    array = rgb.cpu().numpy() if isinstance(rgb, torch.Tensor) else rgb
-    image = Image.fromarray(array, mode="RGB")
+    image = Image.fromarray(latent_to_rgb(x0[:1]), mode="RGB")
     if max(image.size) > max_size:
         image.thumbnail((max_size, max_size), Image.Resampling.BILINEAR)
     buffer = io.BytesIO()

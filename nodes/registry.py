@@ -12,6 +12,10 @@ BUILTIN_MODULES = (
     "nodes.image_io",
     "nodes.image_ops",
     "nodes.masks",
+    "nodes.conditioning",
+    "nodes.latent",
+    "nodes.sampling",
+    "nodes.sampling_custom",
 )
 
 

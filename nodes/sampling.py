@@ -107,8 +107,7 @@ class ModelSamplingFlux(Node):
     def execute(cls, model: Any, max_shift: float, base_shift: float, width: int, height: int) -> tuple[Any]:
         from models.sampling import FlowModelSampling
 
-        sampling = FlowModelSampling.flux_for_size(max_shift=max_shift, base_shift=base_shift, width=width,
-                                                   height=height)
+        sampling = FlowModelSampling.flux_for_resolution(width, height, max_shift=max_shift, base_shift=base_shift)
         return (model.with_options(sampling=sampling),)
 
 

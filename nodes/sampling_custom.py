@@ -8,9 +8,18 @@ from typing import Any
 import torch
 
 from executor.schema import SEED_MAX, Boolean, Combo, Float, Int, Node, NodeContext, Output, Schema, Typed
-from models.sampling import SAMPLER_NAMES, SCHEDULER_NAMES
+from models.sampling import SAMPLER_NAMES, SCHEDULER_NAMES, schedules
 
-from .sampling_run import EmptyNoise, Guider, Latent, RandomNoise, SamplerChoice, compute_sigmas, run_sampling
+from .sampling_run import (
+    EmptyNoise,
+    Guider,
+    Latent,
+    RandomNoise,
+    SamplerChoice,
+    compute_sigmas,
+    model_sampling_of,
+    run_sampling,
+)
 
 
 class RandomNoiseNode(Node):
@@ -61,11 +70,7 @@ class BetaSamplingScheduler(Node):
 
     @classmethod
     def execute(cls, model: Any, steps: int, alpha: float, beta: float) -> tuple[torch.Tensor]:
-        from models.sampling import beta_sigmas
-
-        from .sampling_run import model_sampling_of
-
-        return (beta_sigmas(model_sampling_of(model), steps, alpha=alpha, beta=beta),)
+        return (schedules.beta(model_sampling_of(model), steps, alpha=alpha, beta=beta),)
 
 
 class SetFirstSigma(Node):

@@ -124,7 +124,7 @@ def run_sampling(ctx: Any, guider: Guider, sampler: SamplerChoice, sigmas: torch
 
     with use_models(ctx, model.module):
         predictor = FluxPredictor(model.module, model.params, percent_to_sigma=model_sampling.percent_to_sigma,
-                                  device=compute_device(ctx, model.module), dtype=model.options.compute_dtype)
+                                  device=compute_device(ctx, model.module))
         positive = prepare_conditioning(guider.positive)
         negative = prepare_conditioning(guider.negative) if guider.negative is not None else None
         try:

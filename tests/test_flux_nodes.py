@@ -228,7 +228,7 @@ def predictor(in_channels: int = 64, guidance_embed: bool = True) -> tuple[FluxP
     forward = RecordingForward()
     params = SimpleNamespace(guidance_embed=guidance_embed, vec_in_dim=6, in_channels=in_channels)
     p = FluxPredictor(torch.nn.Identity(), params, percent_to_sigma=lambda p: 1.0 - p, device=torch.device("cpu"),
-                      dtype=torch.float32, forward=forward)
+                      forward=forward)
     return p, forward
 
 
@@ -241,7 +241,7 @@ def test_predictor_returns_x0_from_velocity_and_guidance_defaults():
     v = 0.5 * x + conds[0].context.mean() + 0.6
     torch.testing.assert_close(x0, x - 0.6 * v)
     call = forward.calls[0]
-    assert call["context"].shape == (2, 3, 8) and call["pooled"].shape == (2, 6)  # repeated to the batch
+    assert call["context"].shape == (1, 3, 8) and call["pooled"].shape == (1, 6)  # the forward broadcasts
     assert torch.equal(call["guidance"], torch.tensor([3.5, 3.5]))  # ComfyUI's default when none is set
     p(x, sigma, prepare_conditioning(cond(guidance=None)))
     assert forward.calls[-1]["guidance"] is None  # FluxDisableGuidance-style None is kept
