@@ -114,3 +114,29 @@ def test_positional_widgets_match_the_frontends_named_values_across_all_template
             assert got == expected, (path.name, n["type"], values, named)
             checked += 1
     assert checked > 500
+
+
+def test_default_flux_workflow_converts_to_a_well_typed_text_to_image_prompt(registry):
+    """workflows/default_flux.json (what a first-time user sees) wires FLUX txt2img with matching types."""
+    from pathlib import Path
+
+    from executor.graph import types_compatible
+
+    workflow = json.loads((Path(__file__).resolve().parent.parent / "workflows/default_flux.json").read_text())
+    api = ui_to_api(workflow, registry)
+    assert sorted(n["class_type"] for n in api.values()) == sorted([
+        "UNETLoader", "DualCLIPLoader", "VAELoader", "CLIPTextEncode", "FluxGuidance", "ConditioningZeroOut",
+        "EmptySD3LatentImage", "KSampler", "VAEDecode", "SaveImage"])
+    for node_id, entry in api.items():
+        schema = registry[entry["class_type"]].describe()
+        for spec in schema.inputs:
+            if not spec.optional:
+                assert spec.name in entry["inputs"], (node_id, spec.name)
+        for name, value in entry["inputs"].items():
+            if isinstance(value, list):
+                source = registry[api[value[0]]["class_type"]].describe()
+                assert types_compatible(source.outputs[value[1]].type, schema.input(name).type), (node_id, name)
+    by_type = {e["class_type"]: e for e in api.values()}
+    assert by_type["DualCLIPLoader"]["inputs"]["type"] == "flux"
+    assert by_type["KSampler"]["inputs"]["cfg"] == 1.0  # FLUX dev is guidance-distilled: guidance, not CFG
+    assert by_type["FluxGuidance"]["inputs"]["guidance"] == 3.5
