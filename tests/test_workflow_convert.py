@@ -104,24 +104,26 @@ def sampler_graph(**ks_extra) -> dict:
 
 
 SAMPLER_API = {
-    "4": {"inputs": {"ckpt_name": "flux1-dev.safetensors"}, "class_type": "CheckpointLoaderSimple",
-          "_meta": {"title": "CheckpointLoaderSimple"}},
+    "4": {"inputs": {"ckpt_name": "flux1-dev.safetensors"}, "class_type": "CheckpointLoaderSimple"},
     "6": {"inputs": {"text": "a fox", "clip": ["4", 1]}, "class_type": "CLIPTextEncode", "_meta": {"title": "Positive"}},
-    "7": {"inputs": {"text": "", "clip": ["4", 1]}, "class_type": "CLIPTextEncode",
-          "_meta": {"title": "CLIPTextEncode"}},
-    "5": {"inputs": {"width": 512, "height": 768, "batch_size": 1}, "class_type": "EmptySD3LatentImage",
-          "_meta": {"title": "EmptySD3LatentImage"}},
+    "7": {"inputs": {"text": "", "clip": ["4", 1]}, "class_type": "CLIPTextEncode"},
+    "5": {"inputs": {"width": 512, "height": 768, "batch_size": 1}, "class_type": "EmptySD3LatentImage"},
     "3": {"inputs": {"seed": 42, "steps": 20, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple",
                      "denoise": 1.0, "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0],
-                     "latent_image": ["5", 0]}, "class_type": "KSampler", "_meta": {"title": "KSampler"}},
-    "8": {"inputs": {"samples": ["3", 0], "vae": ["4", 2]}, "class_type": "VAEDecode", "_meta": {"title": "VAEDecode"}},
-    "9": {"inputs": {"filename_prefix": "fluxloom", "images": ["8", 0]}, "class_type": "SaveImage",
-          "_meta": {"title": "SaveImage"}},
+                     "latent_image": ["5", 0]}, "class_type": "KSampler"},
+    "8": {"inputs": {"samples": ["3", 0], "vae": ["4", 2]}, "class_type": "VAEDecode"},
+    "9": {"inputs": {"filename_prefix": "fluxloom", "images": ["8", 0]}, "class_type": "SaveImage"},
 }
 
 
+def titled(registry, api: dict) -> dict:
+    """`api` with `_meta.title` filled in from the node's display name where the test gave none."""
+    return {k: {**v, "_meta": v.get("_meta") or {"title": registry[v["class_type"]].describe().title}}
+            for k, v in api.items()}
+
+
 def test_widgets_control_slots_titles_notes_and_groups(registry):
-    assert ui_to_api(sampler_graph(), registry) == SAMPLER_API
+    assert ui_to_api(sampler_graph(), registry) == titled(registry, SAMPLER_API)
 
 
 def test_widget_layout_follows_schema_order_with_control_slots(registry):
@@ -167,7 +169,7 @@ def test_converted_widgets_primitive_nodes_and_reroutes(registry):
     api = ui_to_api(graph, registry)
     assert api["3"]["inputs"] == {**SAMPLER_API["3"]["inputs"], "steps": 9, "seed": ["21", 0]}
     assert api["24"]["inputs"] == {"width": 9, "height": 64, "batch_size": 2}
-    assert api["21"] == {"inputs": {"value": 1234}, "class_type": "PrimitiveInt", "_meta": {"title": "Int"}}
+    assert api["21"] == titled(registry, {"21": {"inputs": {"value": 1234}, "class_type": "PrimitiveInt"}})["21"]
     assert not {"20", "22", "23"} & api.keys()
 
 
@@ -289,36 +291,30 @@ def subgraph_workflow(**instance_extra) -> dict:
     return ui(nodes, links, definitions={"subgraphs": [subgraph_definition()]})
 
 
-def subgraph_api(text: str) -> dict:
-    return {
-        "1": {"inputs": {"ckpt_name": "flux1-schnell.safetensors"}, "class_type": "CheckpointLoaderSimple",
-              "_meta": {"title": "CheckpointLoaderSimple"}},
-        "12:3": {"inputs": {"ckpt_name": "flux1-dev.safetensors"}, "class_type": "CheckpointLoaderSimple",
-                 "_meta": {"title": "CheckpointLoaderSimple"}},
-        "12:4": {"inputs": {"text": text, "clip": ["12:3", 1]}, "class_type": "CLIPTextEncode",
-                 "_meta": {"title": "CLIPTextEncode"}},
-        "12:5": {"inputs": {"width": 512, "height": 512, "batch_size": 1}, "class_type": "EmptySD3LatentImage",
-                 "_meta": {"title": "EmptySD3LatentImage"}},
+def subgraph_api(registry, text: str) -> dict:
+    return titled(registry, {
+        "1": {"inputs": {"ckpt_name": "flux1-schnell.safetensors"}, "class_type": "CheckpointLoaderSimple"},
+        "12:3": {"inputs": {"ckpt_name": "flux1-dev.safetensors"}, "class_type": "CheckpointLoaderSimple"},
+        "12:4": {"inputs": {"text": text, "clip": ["12:3", 1]}, "class_type": "CLIPTextEncode"},
+        "12:5": {"inputs": {"width": 512, "height": 512, "batch_size": 1}, "class_type": "EmptySD3LatentImage"},
         "12:6": {"inputs": {"seed": 7, "steps": 33, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple",
                             "denoise": 1.0, "model": ["1", 0], "positive": ["12:4", 0], "negative": ["12:4", 0],
-                            "latent_image": ["12:5", 0]}, "class_type": "KSampler", "_meta": {"title": "KSampler"}},
-        "7": {"inputs": {"samples": ["12:6", 0], "vae": ["1", 2]}, "class_type": "VAEDecode",
-              "_meta": {"title": "VAEDecode"}},
-        "8": {"inputs": {"filename_prefix": "out", "images": ["7", 0]}, "class_type": "SaveImage",
-              "_meta": {"title": "SaveImage"}},
-        "9": {"inputs": {"model": ["1", 0]}, "class_type": "BasicGuider", "_meta": {"title": "BasicGuider"}},
-    }
+                            "latent_image": ["12:5", 0]}, "class_type": "KSampler"},
+        "7": {"inputs": {"samples": ["12:6", 0], "vae": ["1", 2]}, "class_type": "VAEDecode"},
+        "8": {"inputs": {"filename_prefix": "out", "images": ["7", 0]}, "class_type": "SaveImage"},
+        "9": {"inputs": {"model": ["1", 0]}, "class_type": "BasicGuider"},
+    })
 
 
 def test_subgraph_flattened_with_colon_ids_and_links_across_the_boundary(registry):
     # Unconnected promoted input without an instance value: the inner widget keeps its own value.
-    assert ui_to_api(subgraph_workflow(), registry) == subgraph_api("inner text")
+    assert ui_to_api(subgraph_workflow(), registry) == subgraph_api(registry, "inner text")
     # Old files: instance widgets_values follow the subgraph's widget inputs (text, steps).
-    assert ui_to_api(subgraph_workflow(widgets_values=["outer text", 0]), registry) == subgraph_api("outer text")
-    assert ui_to_api(subgraph_workflow(widgets_values_named={"text": "named"}), registry) == subgraph_api("named")
+    assert ui_to_api(subgraph_workflow(widgets_values=["outer text", 0]), registry) == subgraph_api(registry, "outer text")
+    assert ui_to_api(subgraph_workflow(widgets_values_named={"text": "named"}), registry) == subgraph_api(registry, "named")
     proxied = subgraph_workflow(widgets_values=["proxy text", 99])
     proxied["nodes"][2]["properties"] = {"proxyWidgets": [["4", "text"], ["6", "seed"]]}
-    expected = subgraph_api("proxy text")
+    expected = subgraph_api(registry, "proxy text")
     expected["12:6"]["inputs"]["seed"] = 99
     assert ui_to_api(proxied, registry) == expected
 
@@ -334,13 +330,12 @@ def test_nested_subgraphs_and_muted_or_bypassed_instances(registry):
              "links": [[2, 7, 0, -20, 0, "INT"]], "definitions": {"subgraphs": [inner]}}
     nodes = [node(20, "sg-outer", outputs=[out("INT", "INT", 1)]), node(21, "PreviewAny", inputs=[inp("source", "*", 1)])]
     graph = ui(nodes, [[1, 20, 0, 21, 0, "INT"]], definitions={"subgraphs": [outer]})
-    assert ui_to_api(graph, registry) == {
-        "20:7:3": {"inputs": {"value": 5}, "class_type": "PrimitiveInt", "_meta": {"title": "Int"}},
-        "21": {"inputs": {"source": ["20:7:3", 0]}, "class_type": "PreviewAny", "_meta": {"title": "Preview Any"}},
-    }
+    assert ui_to_api(graph, registry) == titled(registry, {
+        "20:7:3": {"inputs": {"value": 5}, "class_type": "PrimitiveInt"},
+        "21": {"inputs": {"source": ["20:7:3", 0]}, "class_type": "PreviewAny"},
+    })
     graph["nodes"][0]["mode"] = 2
-    assert ui_to_api(graph, registry) == {"21": {"inputs": {}, "class_type": "PreviewAny",
-                                                 "_meta": {"title": "Preview Any"}}}
+    assert ui_to_api(graph, registry) == titled(registry, {"21": {"inputs": {}, "class_type": "PreviewAny"}})
     bypassed = subgraph_workflow(mode=4)
     api = ui_to_api(bypassed, registry)
     assert api["9"]["inputs"] == {"model": ["1", 0]} and "12:6" not in api
@@ -376,8 +371,8 @@ def test_to_api_prompt_accepts_every_form(registry):
     api = {"1": {"class_type": "PrimitiveInt", "inputs": {"value": 3}}}
     assert to_api_prompt(api, registry) == api
     assert to_api_prompt({"prompt": api, "client_id": "x"}, registry) == api
-    assert to_api_prompt({"workflow": sampler_graph()}, registry) == SAMPLER_API
-    assert to_api_prompt(sampler_graph(), registry) == SAMPLER_API
+    assert to_api_prompt({"workflow": sampler_graph()}, registry) == titled(registry, SAMPLER_API)
+    assert to_api_prompt(sampler_graph(), registry) == titled(registry, SAMPLER_API)
     for junk in ([], "text", {}, {"a": 1}):
         with pytest.raises(PromptValidationError):
             to_api_prompt(junk, registry)
