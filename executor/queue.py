@@ -322,6 +322,10 @@ class PromptQueue(HistoryTables):
             self._record(db, self._item(row[:5]).as_list(), (row[5], row[6]), status, outputs, meta or {})
         self._sensitive.pop(prompt_id, None)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         with self._ready:
             if not self._closed:

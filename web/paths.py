@@ -66,10 +66,11 @@ def safe_file(root: Path, *parts: str, what: str) -> Path:
 
 
 def sanitize_filename(name: str | None, *, what: str = "filename") -> str:
-    """The basename of an uploaded file's name, without control characters; refuses empty, '.', '..'."""
+    """The basename of an uploaded file's name (URL-decoded), without control characters; refuses '', '.', '..'."""
     if not name:
         raise BadRequest(f"{what} is missing")
-    base = re.split(r"[\\/]", name)[-1]
+    # Some clients percent-encode the name in Content-Disposition; take the basename of what they meant.
+    base = re.split(r"[\\/]", _decoded_forms(name)[-1])[-1]
     base = _CONTROL.sub("", base).strip()
     if base in ("", ".", "..") or _DRIVE.match(base):
         raise BadRequest(f"{what} {name!r} is not a usable file name")

@@ -56,8 +56,6 @@ class PromptWorker:
         self._lock = threading.Lock()
         self._running: _Running | None = None
         self._free = {"unload_models": False, "free_memory": False}
-        self.idle = threading.Event()  # set while no prompt runs (tests and shutdown wait on it)
-        self.idle.set()
 
     # --- control (any thread) --------------------------------------------------------------------
     def start(self) -> None:
@@ -120,8 +118,10 @@ class PromptWorker:
                 log.exception("prompt queue unavailable; worker stops")
                 return
             if item is None:
+                if self.queue.closed:
+                    return
                 continue
-            self.idle.clear()
+            self._apply_free()  # a /free that came before this prompt was queued applies to it
             try:
                 self._run(item)
             except Exception:  # last resort: a bug here must not kill the worker
@@ -129,8 +129,6 @@ class PromptWorker:
             finally:
                 with self._lock:
                     self._running = None
-                if self.queue.remaining() == 0 or self._stopping.is_set():
-                    self.idle.set()
 
     def _apply_free(self) -> None:
         with self._lock:
