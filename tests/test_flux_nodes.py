@@ -305,3 +305,165 @@ def test_reference_latents_are_processed_and_passed_with_the_method():
     torch.testing.assert_close(sent, process_in(ref))
     assert forward.calls[0]["ref_method"] == "index"
     torch.testing.assert_close(process_out(process_in(ref)), ref)
+
+
+# --- sampling nodes on a tiny FLUX transformer, against diffusers' FluxPipeline ------------------
+
+TINY = dict(hidden_size=64, num_heads=2, depth=1, depth_single_blocks=2, axes_dim=(8, 12, 12), context_in_dim=32,
+            vec_in_dim=16)
+
+
+def tiny_handle(guidance_embed: bool = True, in_channels: int = 64, seed: int = 0):
+    from models.flux.model import Flux
+    from models.flux.params import FluxParams
+    from models.patches import ModelHandle, ModelOptions
+
+    params = FluxParams(in_channels=in_channels, guidance_embed=guidance_embed, **TINY)
+    torch.manual_seed(seed)
+    module = Flux(params).eval()
+    return ModelHandle(module=module, params=params, options=ModelOptions(compute_dtype=torch.float32))
+
+
+def sampling_modules():
+    from nodes import sampling, sampling_custom
+
+    return (conditioning, latent, sampling, sampling_custom)
+
+
+def run_prompt(prompt: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    for key in values:
+        prompt[f"given_{key}"] = {"class_type": "Given", "inputs": {"key": key}}
+    result = make_executor(values, *sampling_modules()).execute(prompt, prompt_id="t")
+    return {k: v["value"][0] for k, v in result.outputs.items()}
+
+
+def g(key: str) -> list[Any]:
+    return [f"given_{key}", 0]
+
+
+def test_sampler_custom_advanced_matches_diffusers_flux_pipeline():
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    from models.formats.diffusers_flux import bfl_to_diffusers_transformer
+
+    handle = tiny_handle()
+    width, height, steps, seed = 128, 96, 4, 1234
+    context = torch.randn(1, 7, 32, generator=torch.Generator().manual_seed(5))
+    pooled = torch.randn(1, 16, generator=torch.Generator().manual_seed(6))
+    prompt = {
+        "ms": {"class_type": "ModelSamplingFlux", "inputs": {"model": g("model"), "max_shift": 1.15,
+                                                             "base_shift": 0.5, "width": width, "height": height}},
+        "guided": {"class_type": "FluxGuidance", "inputs": {"conditioning": g("cond"), "guidance": 4.0}},
+        "guider": {"class_type": "BasicGuider", "inputs": {"model": ["ms", 0], "conditioning": ["guided", 0]}},
+        "noise": {"class_type": "RandomNoise", "inputs": {"noise_seed": seed}},
+        "sampler": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+        "sigmas": {"class_type": "BasicScheduler", "inputs": {"model": ["ms", 0], "scheduler": "simple",
+                                                              "steps": steps, "denoise": 1.0}},
+        "empty": {"class_type": "EmptySD3LatentImage", "inputs": {"width": width, "height": height, "batch_size": 1}},
+        "sample": {"class_type": "SamplerCustomAdvanced", "inputs": {
+            "noise": ["noise", 0], "guider": ["guider", 0], "sampler": ["sampler", 0], "sigmas": ["sigmas", 0],
+            "latent_image": ["empty", 0]}},
+        "out": {"class_type": "Capture", "inputs": {"value": ["sample", 0]}},
+        "den": {"class_type": "Capture", "inputs": {"value": ["sample", 1]}},
+    }
+    out = run_prompt(prompt, {"model": handle, "cond": [[context, {"pooled_output": pooled}]]})
+    ours = out["out"]["samples"]
+    assert ours.shape == (1, 16, height // 8, width // 8)
+
+    p = handle.params
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=64, num_layers=p.depth, num_single_layers=p.depth_single_blocks,
+        attention_head_dim=p.head_dim, num_attention_heads=p.num_heads, joint_attention_dim=p.context_in_dim,
+        pooled_projection_dim=p.vec_in_dim, guidance_embeds=True, axes_dims_rope=p.axes_dim)
+    transformer.load_state_dict(bfl_to_diffusers_transformer(handle.module.state_dict()))
+    scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_image_seq_len=256,
+                                                max_image_seq_len=4096, base_shift=0.5, max_shift=1.15)
+    pipe = FluxPipeline(scheduler=scheduler, vae=None, text_encoder=None, tokenizer=None, text_encoder_2=None,
+                        tokenizer_2=None, transformer=transformer)
+    noise = torch.randn(1, 16, height // 8, width // 8, generator=torch.Generator().manual_seed(seed))
+    packed = noise.reshape(1, 16, height // 16, 2, width // 16, 2).permute(0, 2, 4, 1, 3, 5).reshape(1, -1, 64)
+    theirs = pipe(prompt_embeds=context, pooled_prompt_embeds=pooled, height=height, width=width,
+                  num_inference_steps=steps, guidance_scale=4.0, latents=packed, output_type="latent").images
+    theirs = theirs.reshape(1, height // 16, width // 16, 16, 2, 2).permute(0, 3, 1, 4, 2, 5)
+    theirs = theirs.reshape(1, 16, height // 8, width // 8)
+    torch.testing.assert_close(process_in(ours), theirs, atol=2e-5, rtol=1e-4)
+    # the denoised output is the last step's x0 estimate; for euler ending at sigma 0 that is the result
+    torch.testing.assert_close(out["den"]["samples"], ours, atol=1e-5, rtol=1e-5)
+
+
+# --- VAE nodes on a tiny autoencoder, against diffusers' AutoencoderKL --------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_vae():
+    """Our tiny AutoEncoder in a VaeHandle and the same weights in a diffusers AutoencoderKL."""
+    from diffusers import AutoencoderKL
+
+    from models.flux.autoencoder import AutoEncoder, AutoEncoderParams
+    from models.formats.diffusers_vae import bfl_to_diffusers_vae
+    from models.patches import VaeHandle
+
+    params = AutoEncoderParams(ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1)
+    torch.manual_seed(3)
+    ae = AutoEncoder(params).eval()
+    ref = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(32, 32, 32, 32),
+                        layers_per_block=1, down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=32, use_quant_conv=False,
+                        use_post_quant_conv=False, scaling_factor=0.3611, shift_factor=0.1159).eval()
+    ref.load_state_dict(bfl_to_diffusers_vae(ae.state_dict()))
+    return VaeHandle(module=ae, params=params), ref
+
+
+def test_vae_encode_decode_follow_comfyui_latent_convention(tiny_vae):
+    vae, ref = tiny_vae
+    image = torch.rand(2, 36, 44, 3, generator=torch.Generator().manual_seed(4))
+    (encoded,) = run_node("VAEEncode", {}, {"pixels": image, "vae": vae})
+    cropped = image[:, 2:34, 2:42]  # center crop to multiples of 8
+    with torch.no_grad():
+        mean = ref.encode(cropped.movedim(-1, 1) * 2 - 1).latent_dist.mean
+        pixels = ((ref.decode(mean).sample + 1) / 2).clamp(0, 1).movedim(1, -1)
+    # LATENT holds the un-scaled mean, like ComfyUI
+    torch.testing.assert_close(encoded["samples"], mean, atol=2e-5, rtol=1e-4)
+    (decoded,) = run_node("VAEDecode", {}, {"samples": {"samples": mean}, "vae": vae})
+    assert decoded.shape == (2, 32, 40, 3)
+    torch.testing.assert_close(decoded, pixels, atol=2e-5, rtol=1e-4)
+    # one tile covering everything is the plain path; several tiles keep shapes and stay close
+    (tiled,) = run_node("VAEEncodeTiled", {"tile_size": 64, "overlap": 0, "temporal_size": 64,
+                                           "temporal_overlap": 8}, {"pixels": cropped, "vae": vae})
+    torch.testing.assert_close(tiled["samples"], encoded["samples"], atol=1e-6, rtol=1e-6)
+    big = torch.rand(1, 16, 10, 10, generator=torch.Generator().manual_seed(8))
+    (plain,) = run_node("VAEDecode", {}, {"samples": {"samples": big}, "vae": vae})
+    (tiles,) = run_node("VAEDecodeTiled", {"tile_size": 64, "overlap": 16, "temporal_size": 64,
+                                           "temporal_overlap": 8}, {"samples": {"samples": big}, "vae": vae})
+    assert tiles.shape == plain.shape == (1, 80, 80, 3) and torch.isfinite(tiles).all()
+
+
+def test_instruct_pix2pix_and_inpaint_conditioning(tiny_vae):
+    vae, ref = tiny_vae
+    image = torch.rand(1, 32, 40, 3, generator=torch.Generator().manual_seed(9))
+    mask = torch.zeros(1, 32, 40)
+    mask[:, 8:20, 16:32] = 1.0
+    positive, negative = cond(guidance=30.0), cond(3)
+
+    def ref_mean(pixels: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return ref.encode(pixels.movedim(-1, 1) * 2 - 1).latent_dist.mean
+
+    pos, neg, lat = run_node("InstructPixToPixConditioning", {}, {
+        "positive": positive, "negative": negative, "vae": vae, "pixels": image}, outputs=3)
+    for out in (pos, neg):
+        torch.testing.assert_close(out[0][1]["concat_latent_image"], ref_mean(image), atol=2e-5, rtol=1e-4)
+    assert pos[0][1]["guidance"] == 30.0 and "concat_latent_image" not in positive[0][1]
+    assert torch.count_nonzero(lat["samples"]) == 0 and lat["samples"].shape == (1, 16, 4, 5)
+
+    pos, neg, lat = run_node("InpaintModelConditioning", {"noise_mask": True}, {
+        "positive": positive, "negative": negative, "vae": vae, "pixels": image, "mask": mask}, outputs=3)
+    greyed = image.clone()
+    greyed[:, 8:20, 16:32] = 0.5  # the area to paint is mid-grey for the Fill model
+    torch.testing.assert_close(pos[0][1]["concat_latent_image"], ref_mean(greyed), atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(neg[0][1]["concat_mask"], mask[:, None])
+    torch.testing.assert_close(lat["samples"], ref_mean(image), atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(lat["noise_mask"], mask[:, None])
+    (_, _, plain) = run_node("InpaintModelConditioning", {"noise_mask": False}, {
+        "positive": positive, "negative": negative, "vae": vae, "pixels": image, "mask": mask}, outputs=3)
+    assert "noise_mask" not in plain
