@@ -50,7 +50,7 @@ def _sobel(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     h, w = x.shape[-2:]
 
     def at(dy: int, dx: int) -> torch.Tensor:
-        return p[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+        return p[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
 
     gx = (at(-1, 1) - at(-1, -1)) + 2 * (at(0, 1) - at(0, -1)) + (at(1, 1) - at(1, -1))
     gy = (at(1, -1) - at(-1, -1)) + 2 * (at(1, 0) - at(-1, 0)) + (at(1, 1) - at(-1, 1))
@@ -62,8 +62,8 @@ def _suppress(gx: torch.Tensor, gy: torch.Tensor, eps: float) -> torch.Tensor:
     h, w = gx.shape[-2:]
     # Magnitude one pixel beyond the image is that of a flat pixel, sqrt(eps): the border never wins.
     padded = torch.sqrt(F.pad(gx, (1, 1, 1, 1)).square() + F.pad(gy, (1, 1, 1, 1)).square() + eps)
-    magnitude = padded[..., 1:1 + h, 1:1 + w]
-    neighbours = torch.stack([padded[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy, dx in _OFFSETS])
+    magnitude = padded[..., 1 : 1 + h, 1 : 1 + w]
+    neighbours = torch.stack([padded[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in _OFFSETS])
     direction = torch.round(torch.nan_to_num(torch.atan2(gy, gx)) * (4 / math.pi)).long() % 8
     keep = magnitude > padded[..., :1, :1]
     for forward in (direction, (direction + 4) % 8):
@@ -86,8 +86,13 @@ def _hysteresis(weak: torch.Tensor, strong: torch.Tensor) -> torch.Tensor:
 
 
 def canny(
-    image: torch.Tensor, low_threshold: float, high_threshold: float, *, kernel_size: int = 5,
-    sigma: float = 1.0, eps: float = 1e-6,
+    image: torch.Tensor,
+    low_threshold: float,
+    high_threshold: float,
+    *,
+    kernel_size: int = 5,
+    sigma: float = 1.0,
+    eps: float = 1e-6,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Canny edges of images [B, C, H, W] (C = 1 grey, or 3/4 RGB(A), values in 0..1).
 
@@ -96,7 +101,9 @@ def canny(
     8-connected to an edge.
     """
     if not 0 < low_threshold <= high_threshold:
-        raise ValueError(f"Canny needs 0 < low_threshold <= high_threshold, got {low_threshold} and {high_threshold}")
+        raise ValueError(
+            f"Canny needs 0 < low_threshold <= high_threshold, got {low_threshold} and {high_threshold}"
+        )
     if image.ndim != 4 or image.shape[1] not in (1, 3, 4):
         raise ValueError(f"Canny expects images [B, 1|3|4, H, W], got shape {tuple(image.shape)}")
     dtype = image.dtype
@@ -112,7 +119,9 @@ def canny(
 
 class Canny(Node):
     schema = Schema(
-        "Canny", category="image/preprocessors", outputs=("IMAGE",),
+        "Canny",
+        category="image/preprocessors",
+        outputs=("IMAGE",),
         inputs=(
             Typed("image", "IMAGE"),
             Float("low_threshold", 0.4, min=0.01, max=0.99, step=0.01),

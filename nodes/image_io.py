@@ -130,9 +130,11 @@ def _settings(ctx: NodeContext) -> Any:
 
 class LoadImage(Node):
     schema = Schema(
-        "LoadImage", display_name="Load Image", category="image", outputs=("IMAGE", "MASK"),
+        "LoadImage",
+        display_name="Load Image",
+        category="image",
+        outputs=("IMAGE", "MASK"),
         inputs=(Combo("image", options=_input_images, extra={"image_upload": True}),),
-        description="Loads an image from the input folder; the mask is 1 - alpha (zeros [1, 64, 64] without alpha).",
     )
 
     @classmethod
@@ -155,9 +157,14 @@ class LoadImage(Node):
 
 class LoadImageMask(Node):
     schema = Schema(
-        "LoadImageMask", display_name="Load Image (as Mask)", category="mask", outputs=("MASK",),
-        inputs=(Combo("image", options=_input_images, extra={"image_upload": True}), Combo("channel", MASK_CHANNELS)),
-        description="Loads one channel of an image from the input folder as a mask (alpha is inverted).",
+        "LoadImageMask",
+        display_name="Load Image (as Mask)",
+        category="mask",
+        outputs=("MASK",),
+        inputs=(
+            Combo("image", options=_input_images, extra={"image_upload": True}),
+            Combo("channel", MASK_CHANNELS),
+        ),
     )
 
     @classmethod
@@ -188,8 +195,9 @@ def png_metadata(prompt: Any, extra_pnginfo: Mapping[str, Any] | None) -> PngInf
     return info
 
 
-def _write_exclusive(target: SaveTarget, counter: int, batch_number: int, pil: Image.Image,
-                     info: PngInfo, compress_level: int) -> tuple[str, int]:
+def _write_exclusive(
+    target: SaveTarget, counter: int, batch_number: int, pil: Image.Image, info: PngInfo, compress_level: int
+) -> tuple[str, int]:
     """Write a PNG under the first free counter >= `counter`; never replaces an existing file."""
     while True:
         filename = target.filename(counter, batch_number)
@@ -220,8 +228,9 @@ def save_images(
     results = []
     counter = target.counter
     for batch_number, image in enumerate(images):
-        filename, counter = _write_exclusive(target, counter, batch_number, tensor_to_pil(image), info,
-                                             compress_level)
+        filename, counter = _write_exclusive(
+            target, counter, batch_number, tensor_to_pil(image), info, compress_level
+        )
         counter += 1
         results.append({"filename": filename, "subfolder": target.subfolder, "type": folder_type})
     log.debug("saved %d image(s) to %s", len(results), target.folder)
@@ -230,23 +239,45 @@ def save_images(
 
 class SaveImage(Node):
     schema = Schema(
-        "SaveImage", display_name="Save Image", category="image", outputs=(), is_output_node=True,
+        "SaveImage",
+        display_name="Save Image",
+        category="image",
+        outputs=(),
+        is_output_node=True,
         inputs=(
             Typed("images", "IMAGE", tooltip="The images to save."),
-            String("filename_prefix", "ComfyUI", tooltip=(
-                "The prefix for the file to save. This may include formatting information such as "
-                "%date:yyyy-MM-dd% or %Empty Latent Image.width% to include values from nodes.")),
+            String(
+                "filename_prefix",
+                "ComfyUI",
+                tooltip=(
+                    "The prefix for the file to save. This may include formatting information such as "
+                    "%date:yyyy-MM-dd% or %Empty Latent Image.width% to include values from nodes."
+                ),
+            ),
         ),
         hidden=PROMPT_HIDDEN,
         description="Saves the input images to your ComfyUI output directory.",
     )
 
     @classmethod
-    def execute(cls, ctx: NodeContext, images: torch.Tensor, filename_prefix: str = "ComfyUI",
-                prompt: Any = None, extra_pnginfo: Any = None) -> NodeOutput:
+    def execute(
+        cls,
+        ctx: NodeContext,
+        images: torch.Tensor,
+        filename_prefix: str = "ComfyUI",
+        prompt: Any = None,
+        extra_pnginfo: Any = None,
+    ) -> NodeOutput:
         root = folder_for(_settings(ctx), "output")
-        results = save_images(images, root, filename_prefix, folder_type="output",
-                              compress_level=SAVE_COMPRESS_LEVEL, prompt=prompt, extra_pnginfo=extra_pnginfo)
+        results = save_images(
+            images,
+            root,
+            filename_prefix,
+            folder_type="output",
+            compress_level=SAVE_COMPRESS_LEVEL,
+            prompt=prompt,
+            extra_pnginfo=extra_pnginfo,
+        )
         return NodeOutput.of(ui={"images": results})
 
 
@@ -257,17 +288,29 @@ def preview_prefix(prefix: str = "ComfyUI") -> str:
 
 class PreviewImage(Node):
     schema = Schema(
-        "PreviewImage", display_name="Preview Image", category="image", outputs=(), is_output_node=True,
-        inputs=(Typed("images", "IMAGE"),), hidden=PROMPT_HIDDEN,
-        description="Saves the input images to the temp folder for display.",
+        "PreviewImage",
+        display_name="Preview Image",
+        category="image",
+        outputs=(),
+        is_output_node=True,
+        inputs=(Typed("images", "IMAGE"),),
+        hidden=PROMPT_HIDDEN,
     )
 
     @classmethod
-    def execute(cls, ctx: NodeContext, images: torch.Tensor, prompt: Any = None,
-                extra_pnginfo: Any = None) -> NodeOutput:
+    def execute(
+        cls, ctx: NodeContext, images: torch.Tensor, prompt: Any = None, extra_pnginfo: Any = None
+    ) -> NodeOutput:
         root = folder_for(_settings(ctx), "temp")
-        results = save_images(images, root, preview_prefix(), folder_type="temp",
-                              compress_level=PREVIEW_COMPRESS_LEVEL, prompt=prompt, extra_pnginfo=extra_pnginfo)
+        results = save_images(
+            images,
+            root,
+            preview_prefix(),
+            folder_type="temp",
+            compress_level=PREVIEW_COMPRESS_LEVEL,
+            prompt=prompt,
+            extra_pnginfo=extra_pnginfo,
+        )
         return NodeOutput.of(ui={"images": results})
 
 

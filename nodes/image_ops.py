@@ -23,7 +23,9 @@ CROP_METHODS = ("disabled", "center")
 MAX_DIMENSION_METHODS = ("area", "lanczos", "bilinear", "nearest-exact", "bilinear", "bicubic")
 
 
-def scale_image(image: torch.Tensor, width: int, height: int, method: str, crop: str = "disabled") -> torch.Tensor:
+def scale_image(
+    image: torch.Tensor, width: int, height: int, method: str, crop: str = "disabled"
+) -> torch.Tensor:
     """Resize IMAGE [B, H, W, C] to [B, height, width, C] the way ComfyUI's common_upscale does."""
     if width < 1 or height < 1:
         raise ValueError(f"cannot scale an image to {width}x{height}; both sides must be at least 1 pixel")
@@ -32,9 +34,13 @@ def scale_image(image: torch.Tensor, width: int, height: int, method: str, crop:
 
 class ImageScale(Node):
     schema = Schema(
-        "ImageScale", display_name="Upscale Image", category="image/upscaling", outputs=("IMAGE",),
+        "ImageScale",
+        display_name="Upscale Image",
+        category="image/upscaling",
+        outputs=("IMAGE",),
         inputs=(
-            Typed("image", "IMAGE"), Combo("upscale_method", UPSCALE_METHODS),
+            Typed("image", "IMAGE"),
+            Combo("upscale_method", UPSCALE_METHODS),
             Int("width", 512, min=0, max=MAX_RESOLUTION, step=1),
             Int("height", 512, min=0, max=MAX_RESOLUTION, step=1),
             Combo("crop", CROP_METHODS),
@@ -42,8 +48,9 @@ class ImageScale(Node):
     )
 
     @classmethod
-    def execute(cls, image: torch.Tensor, upscale_method: str, width: int, height: int,
-                crop: str) -> tuple[torch.Tensor]:
+    def execute(
+        cls, image: torch.Tensor, upscale_method: str, width: int, height: int, crop: str
+    ) -> tuple[torch.Tensor]:
         if width == 0 and height == 0:
             return (image,)
         h, w = image.shape[1:3]
@@ -57,9 +64,13 @@ class ImageScale(Node):
 
 class ImageScaleBy(Node):
     schema = Schema(
-        "ImageScaleBy", display_name="Upscale Image By", category="image/upscaling", outputs=("IMAGE",),
+        "ImageScaleBy",
+        display_name="Upscale Image By",
+        category="image/upscaling",
+        outputs=("IMAGE",),
         inputs=(
-            Typed("image", "IMAGE"), Combo("upscale_method", UPSCALE_METHODS),
+            Typed("image", "IMAGE"),
+            Combo("upscale_method", UPSCALE_METHODS),
             Float("scale_by", 1.0, min=0.01, max=8.0, step=0.01),
         ),
     )
@@ -72,17 +83,21 @@ class ImageScaleBy(Node):
 
 class ImageScaleToTotalPixels(Node):
     schema = Schema(
-        "ImageScaleToTotalPixels", category="image/upscaling", outputs=("IMAGE",),
+        "ImageScaleToTotalPixels",
+        category="image/upscaling",
+        outputs=("IMAGE",),
         inputs=(
-            Typed("image", "IMAGE"), Combo("upscale_method", UPSCALE_METHODS, legacy_combo=False),
+            Typed("image", "IMAGE"),
+            Combo("upscale_method", UPSCALE_METHODS, legacy_combo=False),
             Float("megapixels", 1.0, min=0.01, max=16.0, step=0.01),
             Int("resolution_steps", 1, min=1, max=256, extra={"advanced": True}),
         ),
     )
 
     @classmethod
-    def execute(cls, image: torch.Tensor, upscale_method: str, megapixels: float,
-                resolution_steps: int) -> tuple[torch.Tensor]:
+    def execute(
+        cls, image: torch.Tensor, upscale_method: str, megapixels: float, resolution_steps: int
+    ) -> tuple[torch.Tensor]:
         h, w = image.shape[1:3]
         # A megapixel here is 1024 * 1024 pixels, as in ComfyUI.
         scale_by = math.sqrt(megapixels * 1024 * 1024 / (w * h))
@@ -93,9 +108,12 @@ class ImageScaleToTotalPixels(Node):
 
 class ImageScaleToMaxDimension(Node):
     schema = Schema(
-        "ImageScaleToMaxDimension", category="image/upscaling", outputs=("IMAGE",),
+        "ImageScaleToMaxDimension",
+        category="image/upscaling",
+        outputs=("IMAGE",),
         inputs=(
-            Typed("image", "IMAGE"), Combo("upscale_method", MAX_DIMENSION_METHODS, legacy_combo=False),
+            Typed("image", "IMAGE"),
+            Combo("upscale_method", MAX_DIMENSION_METHODS, legacy_combo=False),
             Int("largest_size", 512, min=0, max=MAX_RESOLUTION, step=1),
         ),
     )
@@ -113,8 +131,13 @@ class ImageScaleToMaxDimension(Node):
 
 
 class ImageInvert(Node):
-    schema = Schema("ImageInvert", display_name="Invert Image", category="image", outputs=("IMAGE",),
-                    inputs=(Typed("image", "IMAGE"),))
+    schema = Schema(
+        "ImageInvert",
+        display_name="Invert Image",
+        category="image",
+        outputs=("IMAGE",),
+        inputs=(Typed("image", "IMAGE"),),
+    )
 
     @classmethod
     def execute(cls, image: torch.Tensor) -> tuple[torch.Tensor]:
@@ -122,8 +145,13 @@ class ImageInvert(Node):
 
 
 class ImageBatch(Node):
-    schema = Schema("ImageBatch", display_name="Batch Images", category="image", outputs=("IMAGE",),
-                    inputs=(Typed("image1", "IMAGE"), Typed("image2", "IMAGE")))
+    schema = Schema(
+        "ImageBatch",
+        display_name="Batch Images",
+        category="image",
+        outputs=("IMAGE",),
+        inputs=(Typed("image1", "IMAGE"), Typed("image2", "IMAGE")),
+    )
 
     @classmethod
     def execute(cls, image1: torch.Tensor, image2: torch.Tensor) -> tuple[torch.Tensor]:
@@ -136,7 +164,9 @@ class ImageBatch(Node):
 
 class GetImageSize(Node):
     schema = Schema(
-        "GetImageSize", display_name="Get Image Size", category="image",
+        "GetImageSize",
+        display_name="Get Image Size",
+        category="image",
         inputs=(Typed("image", "IMAGE"),),
         outputs=(Output("INT", "width"), Output("INT", "height"), Output("INT", "batch_size")),
         description="Returns width and height of the image, and passes it through unchanged.",
@@ -150,7 +180,9 @@ class GetImageSize(Node):
 
 class EmptyImage(Node):
     schema = Schema(
-        "EmptyImage", category="image", outputs=("IMAGE",),
+        "EmptyImage",
+        category="image",
+        outputs=("IMAGE",),
         inputs=(
             Int("width", 512, min=1, max=MAX_RESOLUTION, step=1),
             Int("height", 512, min=1, max=MAX_RESOLUTION, step=1),
@@ -161,13 +193,19 @@ class EmptyImage(Node):
 
     @classmethod
     def execute(cls, width: int, height: int, batch_size: int, color: int) -> tuple[torch.Tensor]:
-        rgb = torch.tensor([(color >> 16) & 0xFF, (color >> 8) & 0xFF, color & 0xFF], dtype=torch.float32) / 255.0
+        rgb = (
+            torch.tensor([(color >> 16) & 0xFF, (color >> 8) & 0xFF, color & 0xFF], dtype=torch.float32)
+            / 255.0
+        )
         return (rgb.expand(batch_size, height, width, 3).contiguous(),)
 
 
 class ImageCrop(Node):
     schema = Schema(
-        "ImageCrop", display_name="Crop Image", category="image/transform", outputs=("IMAGE",),
+        "ImageCrop",
+        display_name="Crop Image",
+        category="image/transform",
+        outputs=("IMAGE",),
         inputs=(
             Typed("image", "IMAGE"),
             Int("width", 512, min=1, max=MAX_RESOLUTION, step=1),
@@ -183,10 +221,12 @@ class ImageCrop(Node):
         # The corner is clamped inside the image; the far edge simply stops at the border.
         x = min(x, image.shape[2] - 1)
         y = min(y, image.shape[1] - 1)
-        return (image[:, y:y + height, x:x + width, :],)
+        return (image[:, y : y + height, x : x + width, :],)
 
 
-def outpaint_feather(height: int, width: int, feathering: int, sides: tuple[bool, bool, bool, bool]) -> torch.Tensor:
+def outpaint_feather(
+    height: int, width: int, feathering: int, sides: tuple[bool, bool, bool, bool]
+) -> torch.Tensor:
     """Mask [height, width] over the original image: ((f - d) / f)^2 within f pixels of a padded side, else 0.
 
     `sides` = (top, bottom, left, right) padded; d is the distance to the nearest padded side
@@ -208,7 +248,9 @@ def outpaint_feather(height: int, width: int, feathering: int, sides: tuple[bool
 
 class ImagePadForOutpaint(Node):
     schema = Schema(
-        "ImagePadForOutpaint", display_name="Pad Image for Outpainting", category="image",
+        "ImagePadForOutpaint",
+        display_name="Pad Image for Outpainting",
+        category="image",
         outputs=("IMAGE", "MASK"),
         inputs=(
             Typed("image", "IMAGE"),
@@ -221,18 +263,36 @@ class ImagePadForOutpaint(Node):
     )
 
     @classmethod
-    def execute(cls, image: torch.Tensor, left: int, top: int, right: int, bottom: int,
-                feathering: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def execute(
+        cls, image: torch.Tensor, left: int, top: int, right: int, bottom: int, feathering: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         batch, height, width, channels = image.shape
         # New area is mid-grey in the image and 1 (to be generated) in the mask.
-        padded = torch.full((batch, height + top + bottom, width + left + right, channels), 0.5,
-                            dtype=torch.float32, device=image.device)
-        padded[:, top:top + height, left:left + width, :] = image
+        padded = torch.full(
+            (batch, height + top + bottom, width + left + right, channels),
+            0.5,
+            dtype=torch.float32,
+            device=image.device,
+        )
+        padded[:, top : top + height, left : left + width, :] = image
         mask = torch.ones((height + top + bottom, width + left + right), dtype=torch.float32)
-        mask[top:top + height, left:left + width] = outpaint_feather(
-            height, width, feathering, (top != 0, bottom != 0, left != 0, right != 0))
+        mask[top : top + height, left : left + width] = outpaint_feather(
+            height, width, feathering, (top != 0, bottom != 0, left != 0, right != 0)
+        )
         return (padded, mask[None])
 
 
-NODES = (ImageScale, ImageScaleBy, ImageScaleToTotalPixels, ImageScaleToMaxDimension, ImageInvert, ImageStitch,
-         ImageBatch, GetImageSize, EmptyImage, ImageCrop, ImagePadForOutpaint, Canny)
+NODES = (
+    ImageScale,
+    ImageScaleBy,
+    ImageScaleToTotalPixels,
+    ImageScaleToMaxDimension,
+    ImageInvert,
+    ImageStitch,
+    ImageBatch,
+    GetImageSize,
+    EmptyImage,
+    ImageCrop,
+    ImagePadForOutpaint,
+    Canny,
+)

@@ -33,8 +33,10 @@ def folder_for(settings: Any, kind: str) -> Path:
 
 def _is_absolute(relative: str) -> bool:
     # Windows forms too ("C:\\x", "\\\\server\\x"): a prompt may come from any client.
-    return PurePosixPath(relative).is_absolute() or PureWindowsPath(relative).is_absolute() or bool(
-        PureWindowsPath(relative).drive
+    return (
+        PurePosixPath(relative).is_absolute()
+        or PureWindowsPath(relative).is_absolute()
+        or bool(PureWindowsPath(relative).drive)
     )
 
 
@@ -97,9 +99,14 @@ def expand_prefix_variables(prefix: str, width: int, height: int, now: time.stru
         return prefix
     now = now or time.localtime()
     values = {
-        "width": str(width), "height": str(height), "year": str(now.tm_year),
-        "month": f"{now.tm_mon:02}", "day": f"{now.tm_mday:02}", "hour": f"{now.tm_hour:02}",
-        "minute": f"{now.tm_min:02}", "second": f"{now.tm_sec:02}",
+        "width": str(width),
+        "height": str(height),
+        "year": str(now.tm_year),
+        "month": f"{now.tm_mon:02}",
+        "day": f"{now.tm_mday:02}",
+        "hour": f"{now.tm_hour:02}",
+        "minute": f"{now.tm_min:02}",
+        "second": f"{now.tm_sec:02}",
     }
     for key, value in values.items():
         prefix = prefix.replace(f"%{key}%", value)
@@ -145,7 +152,9 @@ def save_target(root: Path | str, filename_prefix: str, width: int = 0, height: 
     folder = target.parent
     folder.mkdir(parents=True, exist_ok=True)
     # Re-check after mkdir: a symlink created meanwhile must not redirect the save.
-    folder = safe_resolve(root, str(parts.parent) if str(parts.parent) != "." else ".", what="filename_prefix")
+    folder = safe_resolve(
+        root, str(parts.parent) if str(parts.parent) != "." else ".", what="filename_prefix"
+    )
     base = Path(root).resolve()
     subfolder = "" if folder == base else folder.relative_to(base).as_posix()
     return SaveTarget(folder, subfolder, parts.name, highest_counter(folder, parts.name) + 1)

@@ -10,8 +10,13 @@ from executor.schema import Boolean, Combo, Int, Node, Schema, Typed
 from .latent_resize import resize
 
 DIRECTIONS = ("right", "down", "left", "up")
-SPACING_COLORS = {"white": 1.0, "black": 0.0, "red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0),
-                  "blue": (0.0, 0.0, 1.0)}
+SPACING_COLORS = {
+    "white": 1.0,
+    "black": 0.0,
+    "red": (1.0, 0.0, 0.0),
+    "green": (0.0, 1.0, 0.0),
+    "blue": (0.0, 0.0, 1.0),
+}
 
 
 def match_channels(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,10 +63,15 @@ def spacer(shape: tuple[int, int, int, int], color: str, like: torch.Tensor) -> 
 
 class ImageStitch(Node):
     schema = Schema(
-        "ImageStitch", display_name="Image Stitch", category="image/transform", outputs=("IMAGE",),
-        description=("Stitches image2 to image1 in the specified direction.\n"
-                     "If image2 is not provided, returns image1 unchanged.\n"
-                     "Optional spacing can be added between images."),
+        "ImageStitch",
+        display_name="Image Stitch",
+        category="image/transform",
+        outputs=("IMAGE",),
+        description=(
+            "Stitches image2 to image1 in the specified direction.\n"
+            "If image2 is not provided, returns image1 unchanged.\n"
+            "Optional spacing can be added between images."
+        ),
         search_aliases=("combine images", "join images", "concatenate images", "side by side"),
         inputs=(
             Typed("image1", "IMAGE"),
@@ -74,8 +84,15 @@ class ImageStitch(Node):
     )
 
     @classmethod
-    def execute(cls, image1: torch.Tensor, direction: str, match_image_size: bool, spacing_width: int,
-                spacing_color: str, image2: torch.Tensor | None = None) -> tuple[torch.Tensor]:
+    def execute(
+        cls,
+        image1: torch.Tensor,
+        direction: str,
+        match_image_size: bool,
+        spacing_width: int,
+        spacing_color: str,
+        image2: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor]:
         if image2 is None:
             return (image1,)
         image1, image2 = match_batch(image1, image2)

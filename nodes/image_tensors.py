@@ -77,7 +77,9 @@ def channel_mask(frame: Image.Image, channel: str) -> torch.Tensor:
     return (1.0 - values if band == "A" else values)[None]
 
 
-def encode_image(image: torch.Tensor, *, fmt: str = "JPEG", max_size: int | None = 512, quality: int = 90) -> bytes:
+def encode_image(
+    image: torch.Tensor, *, fmt: str = "JPEG", max_size: int | None = 512, quality: int = 90
+) -> bytes:
     """Encode one image [H, W, C] in 0..1 as JPEG, PNG or WEBP bytes, shrunk to at most `max_size` px per side.
 
     Used for live previews (`ctx.report_progress(..., preview=...)`); JPEG drops alpha.

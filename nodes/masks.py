@@ -14,8 +14,13 @@ IMAGE_CHANNELS = ("red", "green", "blue", "alpha")
 
 
 class MaskToImage(Node):
-    schema = Schema("MaskToImage", display_name="Convert Mask to Image", category="mask", outputs=("IMAGE",),
-                    inputs=(Typed("mask", "MASK"),))
+    schema = Schema(
+        "MaskToImage",
+        display_name="Convert Mask to Image",
+        category="mask",
+        outputs=("IMAGE",),
+        inputs=(Typed("mask", "MASK"),),
+    )
 
     @classmethod
     def execute(cls, mask: torch.Tensor) -> tuple[torch.Tensor]:
@@ -26,7 +31,10 @@ class MaskToImage(Node):
 
 class ImageToMask(Node):
     schema = Schema(
-        "ImageToMask", display_name="Convert Image to Mask", category="mask", outputs=("MASK",),
+        "ImageToMask",
+        display_name="Convert Image to Mask",
+        category="mask",
+        outputs=("MASK",),
         inputs=(Typed("image", "IMAGE"), Combo("channel", IMAGE_CHANNELS, legacy_combo=False)),
     )
 
@@ -34,8 +42,10 @@ class ImageToMask(Node):
     def execute(cls, image: torch.Tensor, channel: str) -> tuple[torch.Tensor]:
         index = IMAGE_CHANNELS.index(channel)
         if index >= image.shape[-1]:
-            raise ValueError(f"channel {channel!r} asked of an image with {image.shape[-1]} channels "
-                             f"(shape {tuple(image.shape)})")
+            raise ValueError(
+                f"channel {channel!r} asked of an image with {image.shape[-1]} channels "
+                f"(shape {tuple(image.shape)})"
+            )
         return (image[..., index],)
 
 
@@ -49,7 +59,9 @@ class InvertMask(Node):
 
 class SolidMask(Node):
     schema = Schema(
-        "SolidMask", category="mask", outputs=("MASK",),
+        "SolidMask",
+        category="mask",
+        outputs=("MASK",),
         inputs=(
             Float("value", 1.0, min=0.0, max=1.0, step=0.01),
             Int("width", 512, min=1, max=MAX_RESOLUTION, step=1),

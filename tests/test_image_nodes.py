@@ -64,8 +64,13 @@ class Harness:
 
 def make_harness(root: Path) -> Harness:
     settings = Settings(
-        base_dir=root, models_dir=root / "models", input_dir=root / "input", output_dir=root / "output",
-        temp_dir=root / "temp", user_dir=root / "user", custom_nodes_dir=root / "custom_nodes",
+        base_dir=root,
+        models_dir=root / "models",
+        input_dir=root / "input",
+        output_dir=root / "output",
+        temp_dir=root / "temp",
+        user_dir=root / "user",
+        custom_nodes_dir=root / "custom_nodes",
     )
     for folder in (settings.input_dir, settings.output_dir, settings.temp_dir):
         folder.mkdir(parents=True, exist_ok=True)
@@ -125,20 +130,29 @@ def test_image_scale_torch_modes_match_interpolate(harness, method):
 def test_image_scale_lanczos_matches_pillow_on_8bit(harness):
     pixels = np.random.default_rng(1).integers(0, 256, (9, 14, 3), dtype=np.uint8)
     image = torch.from_numpy(pixels.astype(np.float32) / 255.0)[None]
-    out = harness.one("ImageScale", image=image, upscale_method="lanczos", width=31, height=20, crop="disabled")
-    expected = np.asarray(Image.fromarray(pixels).resize((31, 20), Image.Resampling.LANCZOS), np.float32) / 255
+    out = harness.one(
+        "ImageScale", image=image, upscale_method="lanczos", width=31, height=20, crop="disabled"
+    )
+    expected = (
+        np.asarray(Image.fromarray(pixels).resize((31, 20), Image.Resampling.LANCZOS), np.float32) / 255
+    )
     torch.testing.assert_close(out[0], torch.from_numpy(expected), atol=ATOL, rtol=0)
 
 
 def test_image_scale_center_crop_and_zero_sides(harness):
     image = rand_image(1, 8, 16)
     # Same height, square target: center crop keeps columns 4..11, nearest-exact at 1:1 is the identity.
-    out = harness.one("ImageScale", image=image, upscale_method="nearest-exact", width=8, height=8, crop="center")
+    out = harness.one(
+        "ImageScale", image=image, upscale_method="nearest-exact", width=8, height=8, crop="center"
+    )
     torch.testing.assert_close(out, image[:, :, 4:12], atol=0, rtol=0)
-    keep_aspect = harness.one("ImageScale", image=image, upscale_method="bilinear", width=0, height=4,
-                              crop="disabled")
+    keep_aspect = harness.one(
+        "ImageScale", image=image, upscale_method="bilinear", width=0, height=4, crop="disabled"
+    )
     assert keep_aspect.shape == (1, 4, 8, 3)
-    same = harness.one("ImageScale", image=image, upscale_method="bilinear", width=0, height=0, crop="disabled")
+    same = harness.one(
+        "ImageScale", image=image, upscale_method="bilinear", width=0, height=0, crop="disabled"
+    )
     torch.testing.assert_close(same, image, atol=0, rtol=0)
 
 
@@ -151,19 +165,26 @@ def test_image_scale_by_rounds_sizes(harness):
 
 def test_scale_to_total_pixels_hits_the_budget_in_steps(harness):
     image = rand_image(1, 30, 60)
-    out = harness.one("ImageScaleToTotalPixels", image=image, upscale_method="area", megapixels=0.01,
-                      resolution_steps=1)
+    out = harness.one(
+        "ImageScaleToTotalPixels", image=image, upscale_method="area", megapixels=0.01, resolution_steps=1
+    )
     target = 0.01 * 1024 * 1024
     assert abs(out.shape[1] * out.shape[2] - target) / target < 0.02
     assert abs(out.shape[2] / out.shape[1] - 2.0) < 0.03
-    stepped = harness.one("ImageScaleToTotalPixels", image=image, upscale_method="bilinear", megapixels=0.05,
-                          resolution_steps=16)
+    stepped = harness.one(
+        "ImageScaleToTotalPixels",
+        image=image,
+        upscale_method="bilinear",
+        megapixels=0.05,
+        resolution_steps=16,
+    )
     assert stepped.shape[1] % 16 == 0 and stepped.shape[2] % 16 == 0
     assert stepped.shape[1:3] == (160, 320)  # sqrt(0.05 * 2^20 / 1800) = 5.397: 161.9 -> 160, 323.8 -> 320
 
 
-@pytest.mark.parametrize(("size", "expected"), [((40, 20), (512, 256)), ((20, 40), (256, 512)),
-                                                ((30, 30), (512, 512))])
+@pytest.mark.parametrize(
+    ("size", "expected"), [((40, 20), (512, 256)), ((20, 40), (256, 512)), ((30, 30), (512, 512))]
+)
 def test_scale_to_max_dimension(harness, size, expected):
     image = rand_image(1, size[1], size[0])  # size is (width, height)
     out = harness.one("ImageScaleToMaxDimension", image=image, upscale_method="bilinear", largest_size=512)
@@ -208,19 +229,30 @@ def outpaint_reference(h: int, w: int, pads: tuple[int, int, int, int], featheri
                 d = min(i if top else h, h - i if bottom else h, j if left else w, w - j if right else w)
                 if d < feathering:
                     inner[i, j] = ((feathering - d) / feathering) ** 2
-    mask[top:top + h, left:left + w] = inner
+    mask[top : top + h, left : left + w] = inner
     return mask
 
 
-@pytest.mark.parametrize(("pads", "feathering"), [((8, 0, 16, 8), 5), ((0, 8, 0, 0), 3), ((8, 8, 8, 8), 0),
-                                                  ((8, 0, 0, 0), 12)])
+@pytest.mark.parametrize(
+    ("pads", "feathering"), [((8, 0, 16, 8), 5), ((0, 8, 0, 0), 3), ((8, 8, 8, 8), 0), ((8, 0, 0, 0), 12)]
+)
 def test_pad_for_outpaint(harness, pads, feathering):
     image = rand_image(2, 20, 24)
     left, top, right, bottom = pads
-    padded, mask = harness.node("ImagePadForOutpaint", {"image": image, "left": left, "top": top, "right": right,
-                                                        "bottom": bottom, "feathering": feathering}, outputs=2)
+    padded, mask = harness.node(
+        "ImagePadForOutpaint",
+        {
+            "image": image,
+            "left": left,
+            "top": top,
+            "right": right,
+            "bottom": bottom,
+            "feathering": feathering,
+        },
+        outputs=2,
+    )
     assert padded.shape == (2, 20 + top + bottom, 24 + left + right, 3)
-    torch.testing.assert_close(padded[:, top:top + 20, left:left + 24], image, atol=0, rtol=0)
+    torch.testing.assert_close(padded[:, top : top + 20, left : left + 24], image, atol=0, rtol=0)
     assert torch.all(padded[:, :top] == 0.5) and torch.all(padded[:, :, :left] == 0.5)
     assert mask.shape == (1, *padded.shape[1:3])
     expected = torch.from_numpy(outpaint_reference(20, 24, pads, feathering)).float()
@@ -232,8 +264,15 @@ def test_pad_for_outpaint(harness, pads, feathering):
 
 def test_stitch_right_with_spacing_matches_height(harness):
     a, b = rand_image(1, 10, 12, seed=1), rand_image(1, 5, 8, seed=2)
-    out = harness.one("ImageStitch", image1=a, image2=b, direction="right", match_image_size=True,
-                      spacing_width=3, spacing_color="red")
+    out = harness.one(
+        "ImageStitch",
+        image1=a,
+        image2=b,
+        direction="right",
+        match_image_size=True,
+        spacing_width=3,
+        spacing_color="red",
+    )
     # b is resized to height 10 keeping aspect 8:5 -> width 16; spacing 3 rounds up to 4.
     assert out.shape == (1, 10, 12 + 4 + 16, 3)
     torch.testing.assert_close(out[:, :, :12], a, atol=0, rtol=0)
@@ -242,15 +281,28 @@ def test_stitch_right_with_spacing_matches_height(harness):
 
 def test_stitch_up_without_matching_pads_centered(harness):
     a, b = rand_image(2, 4, 10, seed=3), rand_image(1, 3, 6, seed=4)
-    out = harness.one("ImageStitch", image1=a, image2=b, direction="up", match_image_size=False,
-                      spacing_width=0, spacing_color="white")
+    out = harness.one(
+        "ImageStitch",
+        image1=a,
+        image2=b,
+        direction="up",
+        match_image_size=False,
+        spacing_width=0,
+        spacing_color="white",
+    )
     assert out.shape == (2, 7, 10, 3)
     # b on top, padded 2 columns each side with white (the spacing color), repeated for the 2nd batch item.
     torch.testing.assert_close(out[:, :3, 2:8], b.expand(2, -1, -1, -1), atol=0, rtol=0)
     assert torch.all(out[:, :3, :2] == 1.0) and torch.all(out[:, :3, 8:] == 1.0)
     torch.testing.assert_close(out[:, 3:], a, atol=0, rtol=0)
-    alone = harness.one("ImageStitch", image1=a, direction="left", match_image_size=True, spacing_width=0,
-                        spacing_color="black")
+    alone = harness.one(
+        "ImageStitch",
+        image1=a,
+        direction="left",
+        match_image_size=True,
+        spacing_width=0,
+        spacing_color="black",
+    )
     torch.testing.assert_close(alone, a, atol=0, rtol=0)
 
 
@@ -266,8 +318,9 @@ def test_mask_nodes(harness):
     torch.testing.assert_close(harness.one("InvertMask", mask=mask), 1.0 - mask, atol=0, rtol=0)
     image = rand_image(2, 5, 7, channels=4)
     for index, channel in enumerate(("red", "green", "blue", "alpha")):
-        torch.testing.assert_close(harness.one("ImageToMask", image=image, channel=channel), image[..., index],
-                                   atol=0, rtol=0)
+        torch.testing.assert_close(
+            harness.one("ImageToMask", image=image, channel=channel), image[..., index], atol=0, rtol=0
+        )
     solid = harness.one("SolidMask", value=0.25, width=6, height=3)
     assert solid.shape == (1, 3, 6) and torch.all(solid == 0.25)
 
@@ -282,6 +335,7 @@ def test_image_to_mask_alpha_of_rgb_fails_clearly(harness):
 
 def test_canny_matches_kornia(harness):
     import kornia  # test-only oracle (requirements-dev.txt); ComfyUI itself calls kornia.filters.canny
+
     image = smooth_image(2, 40, 60, seed=7)
     for low, high in ((0.4, 0.8), (0.1, 0.3)):
         out = harness.one("Canny", image=image, low_threshold=low, high_threshold=high)
