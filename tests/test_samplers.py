@@ -29,6 +29,7 @@ from models.sampling import (
     prepare_denoise_mask,
     sample,
 )
+from models.sampling.brownian import brownian_noise_sampler
 from models.sampling.preview import FLUX_LATENT_RGB_BIAS, FLUX_LATENT_RGB_FACTORS, latent_to_rgb
 
 MU, S = 0.7, 0.4
@@ -372,6 +373,32 @@ def test_same_seed_same_result() -> None:
     b = sample(gaussian_denoiser, sampler="euler_ancestral", noise_seed=3, **kw)
     c = sample(gaussian_denoiser, sampler="euler_ancestral", noise_seed=4, **kw)
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("name", ["euler_ancestral", "dpmpp_2m_sde"])
+def test_sample_draws_comfyui_noise_for_the_sampler(name: str) -> None:
+    latent, noise = latent_and_noise()
+    sigmas = torch.linspace(1, 0, 5)
+    out = sample(
+        gaussian_denoiser,
+        noise=noise,
+        latent_image=latent,
+        sigmas=sigmas,
+        sampler=name,
+        model_sampling=FLUX,
+        noise_seed=9,
+    )
+    x = FLUX.noise_scaling(sigmas[0], noise, latent)
+    # SDE samplers: a Brownian tree seeded with the seed; the others: N(0, 1) from seed + 1
+    expected_noise = (
+        brownian_noise_sampler(x, sigmas, 9) if name == "dpmpp_2m_sde" else make_noise_sampler(x, 9)
+    )
+    expected = (
+        SAMPLERS[name](gaussian_denoiser, x, sigmas, noise_sampler=expected_noise, model_sampling=FLUX)
+        if name == "dpmpp_2m_sde"
+        else SAMPLERS[name](gaussian_denoiser, x, sigmas, noise_sampler=expected_noise)
+    )
+    torch.testing.assert_close(out, expected, atol=0, rtol=0)
 
 
 def test_sample_passes_options_and_model_sampling() -> None:

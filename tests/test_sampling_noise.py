@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from models.sampling import SamplingError, make_noise_sampler, prepare_noise
+from models.sampling.brownian import brownian_noise_sampler
 
 
 def randn(shape: tuple[int, ...], seed: int) -> torch.Tensor:
@@ -77,3 +78,27 @@ def test_unseeded_noise_sampler_is_standard_normal() -> None:
     )
     assert noise.dtype == torch.float64
     assert abs(noise.mean().item()) < 0.05 and abs(noise.std().item() - 1) < 0.05
+
+
+def test_brownian_noise_matches_comfyui_tree() -> None:
+    torchsde = pytest.importorskip("torchsde")
+    x = torch.zeros(2, 3, 4, 4)
+    sigmas = torch.tensor([1.0, 0.75, 0.5, 0.2, 0.0])
+    sampler = brownian_noise_sampler(x, sigmas, 42)
+    # ComfyUI: BrownianTree(t0=min positive sigma, w0=0, t1=max sigma, entropy=seed), queried sorted
+    tree = torchsde.BrownianTree(torch.tensor(0.2), torch.zeros_like(x), torch.tensor(1.0), entropy=42)
+    a, b = sigmas[0], sigmas[1]
+    torch.testing.assert_close(sampler(a, b), -tree(b, a) / (a - b).sqrt())
+
+
+def test_brownian_increments_add_up() -> None:
+    x = torch.zeros(1, 4, 32, 32, dtype=torch.float64)
+    sigmas = torch.tensor([1.0, 0.6, 0.3, 0.0], dtype=torch.float64)
+    sampler = brownian_noise_sampler(x, sigmas, 7)
+    a, m, b = (torch.tensor(v, dtype=torch.float64) for v in (0.9, 0.6, 0.35))
+    whole = sampler(a, b) * (a - b).sqrt()
+    parts = sampler(a, m) * (a - m).sqrt() + sampler(m, b) * (m - b).sqrt()
+    torch.testing.assert_close(whole, parts, atol=1e-5, rtol=0)  # W is one path: increments add
+    assert abs(sampler(a, b).std().item() - 1) < 0.05  # scaled to unit variance
+    assert torch.equal(brownian_noise_sampler(x, sigmas, 7)(a, b), sampler(a, b))
+    assert not torch.equal(brownian_noise_sampler(x, sigmas, 8)(a, b), sampler(a, b))

@@ -15,13 +15,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .brownian import brownian_noise_sampler
 from .contract import Denoiser, NoiseSampler, SamplerFn, ShouldStop, StepCallback
 from .errors import SamplingError
 from .guiders import BatchConds, cfg_denoiser, masked_denoiser, prepare_denoise_mask
 from .guiders import differential_diffusion as dd_mask_fn
 from .model_sampling import FlowModelSampling
 from .noise import make_noise_sampler
-from .samplers import get_sampler
+from .samplers import BROWNIAN_NOISE_SAMPLERS, SAMPLERS, get_sampler
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,8 @@ def sample(
         (eta, s_noise, ...). Samplers that take `model_sampling` get this one.
     denoise_mask: optional inpainting mask (1 = regenerate) at any resolution, [h, w] to [B, 1, h, w];
         differential_diffusion: strength of ComfyUI's DifferentialDiffusion on that mask (None = off).
-    noise_seed: seeds SDE noise (ComfyUI's seed + 1 generator) unless a noise_sampler is given.
+    noise_seed: seeds the sampler noise unless a noise_sampler is given: a Brownian tree seeded with it
+        for the dpmpp_*sde samplers, an N(0, 1) stream seeded with seed + 1 otherwise (as ComfyUI).
     callback gets a StepInfo each step; should_stop() is checked every step (raises Interrupted).
     """
     if sigmas.ndim != 1:
@@ -102,12 +104,17 @@ def sample(
     options = dict(sampler_options or {})
     if "model_sampling" in inspect.signature(fn).parameters:
         options.setdefault("model_sampling", model_sampling)
+    if noise_sampler is None:
+        brownian = fn in {SAMPLERS[name] for name in BROWNIAN_NOISE_SAMPLERS}
+        noise_sampler = (
+            brownian_noise_sampler(x, sigmas, noise_seed) if brownian else make_noise_sampler(x, noise_seed)
+        )
     with torch.no_grad():
         x = fn(
             denoiser,
             x,
             sigmas,
-            noise_sampler=noise_sampler if noise_sampler is not None else make_noise_sampler(x, noise_seed),
+            noise_sampler=noise_sampler,
             callback=callback,
             should_stop=should_stop,
             **options,

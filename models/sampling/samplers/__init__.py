@@ -56,6 +56,21 @@ STOCHASTIC_SAMPLERS = frozenset(
     }
 )
 
+# Samplers whose noise ComfyUI draws from a Brownian tree seeded with the noise seed (the others use
+# an independent N(0, 1) stream seeded with seed + 1).
+BROWNIAN_NOISE_SAMPLERS = frozenset(
+    {
+        "dpmpp_sde",
+        "dpmpp_sde_gpu",
+        "dpmpp_2m_sde",
+        "dpmpp_2m_sde_gpu",
+        "dpmpp_2m_sde_heun",
+        "dpmpp_2m_sde_heun_gpu",
+        "dpmpp_3m_sde",
+        "dpmpp_3m_sde_gpu",
+    }
+)
+
 
 def get_sampler(name: str) -> SamplerFn:
     """The sampler registered under a ComfyUI name; SamplingError naming the known ones otherwise."""
@@ -65,4 +80,4 @@ def get_sampler(name: str) -> SamplerFn:
     return fn
 
 
-__all__ = ["SAMPLERS", "SAMPLER_NAMES", "STOCHASTIC_SAMPLERS", "get_sampler"]
+__all__ = ["BROWNIAN_NOISE_SAMPLERS", "SAMPLERS", "SAMPLER_NAMES", "STOCHASTIC_SAMPLERS", "get_sampler"]
