@@ -467,3 +467,47 @@ def test_instruct_pix2pix_and_inpaint_conditioning(tiny_vae):
     (_, _, plain) = run_node("InpaintModelConditioning", {"noise_mask": False}, {
         "positive": positive, "negative": negative, "vae": vae, "pixels": image, "mask": mask}, outputs=3)
     assert "noise_mask" not in plain
+
+
+# --- text encoding nodes on tiny CLIP/T5, against the transformers models called directly --------
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    from models.patches import ClipHandle
+    from models.text.clip import CLIP_TINY, build_clip
+    from models.text.encode import TextEncoders
+    from models.text.t5 import T5_TINY, build_t5
+    from models.text.tiny_tokenizers import write_tiny_tokenizers
+    from models.text.tokenizers import load_flux_tokenizers
+
+    models_dir = tmp_path_factory.mktemp("tokenizers")
+    write_tiny_tokenizers(models_dir)
+    clip_tok, t5_tok = load_flux_tokenizers(models_dir)
+    torch.manual_seed(4)
+    encoders = TextEncoders(clip=build_clip(CLIP_TINY), t5=build_t5(T5_TINY), clip_tokenizer=clip_tok,
+                            t5_tokenizer=t5_tok)
+    return ClipHandle(encoders=encoders, t5_max_length=512)
+
+
+def _reference_encode(clip, clip_text: str, t5_text: str) -> tuple[torch.Tensor, torch.Tensor]:
+    enc = clip.encoders
+    with torch.no_grad():
+        pooled = enc.clip(input_ids=torch.tensor([enc.clip_tokenizer(clip_text)["input_ids"]])).pooler_output
+        ids = enc.t5_tokenizer(t5_text)["input_ids"]  # ends with EOS; ComfyUI pads with 0 to 256
+        context = enc.t5(input_ids=torch.tensor([ids + [0] * (256 - len(ids))])).last_hidden_state
+    return context, pooled
+
+
+def test_clip_text_encode_nodes(tiny_clip):
+    (plain,) = run_node("CLIPTextEncode", {"text": "a fox in the snow"}, {"clip": tiny_clip})
+    context, pooled = _reference_encode(tiny_clip, "a fox in the snow", "a fox in the snow")
+    torch.testing.assert_close(plain[0][0], context, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(plain[0][1]["pooled_output"], pooled, atol=1e-5, rtol=1e-5)
+    assert set(plain[0][1]) == {"pooled_output"}
+    (flux,) = run_node("CLIPTextEncodeFlux", {"clip_l": "a red house", "t5xxl": "a house by the lake",
+                                              "guidance": 2.0}, {"clip": tiny_clip})
+    context, pooled = _reference_encode(tiny_clip, "a red house", "a house by the lake")
+    torch.testing.assert_close(flux[0][0], context, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(flux[0][1]["pooled_output"], pooled, atol=1e-5, rtol=1e-5)
+    assert flux[0][1]["guidance"] == 2.0 and flux[0][0].shape == (1, 256, 64)
