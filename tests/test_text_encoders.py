@@ -305,6 +305,7 @@ def test_t5_tokenizer_matches_sentencepiece_and_tokenizer_json(tmp_path, models_
     text = "A cozy Cabin under the stars, 35mm film (masterpiece:1.2)"
     ids = toks[1](text)["input_ids"]
     assert ids == sp.encode(text) + [1] and ids[-1] == 1  # T5 appends </s>, no BOS
+    assert toks[1].decode(ids, skip_special_tokens=True) == text
     toks[1].save_pretrained(str(tmp_path / "json_only"))
     (tmp_path / "json_only" / "spiece.model").unlink(missing_ok=True)
     assert load_t5_tokenizer([tmp_path / "json_only"])(text)["input_ids"] == ids
