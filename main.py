@@ -232,6 +232,9 @@ def command_serve(settings: Settings) -> int:
         free_models=memory.free_all if memory is not None else None, device_stats=device_stats,
         argv=tuple(sys.argv),
     )
+    # The worker thread is CPU-bound between GPU calls; with the default 5 ms GIL switch interval every
+    # syscall of a request handler can wait that long for the GIL. 1 ms keeps p99 API latency low.
+    sys.setswitchinterval(0.001)
     host = "127.0.0.1" if settings.listen in ("0.0.0.0", "::") else settings.listen
     host = f"[{host}]" if ":" in host else host
     token = f"/?token={settings.auth_token}" if settings.auth_token else ""

@@ -4,7 +4,7 @@ Messages are encoded once (`Frame`) and handed to every target client's queue; o
 client drains it. A slow client never blocks anyone: when its queue is full, droppable frames
 (previews first, then progress) make room, and a client whose queue holds only essential frames is
 disconnected (the frontend reconnects and refreshes from /api/jobs). The worker thread reaches the
-loop only through `send_threadsafe`, which uses `loop.call_soon_threadsafe`.
+loop only through `send_threadsafe`, which batches into `loop.call_soon_threadsafe`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import struct
+import threading
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -116,6 +117,10 @@ class Hub:
         self.queue_limit = queue_limit
         self.clients: dict[str, Client] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
+        # Frames from other threads wait here; one scheduled flush delivers every batch queued so far.
+        self._inbox: deque[tuple[list[Frame], str | None]] = deque()
+        self._inbox_lock = threading.Lock()
+        self._flush_scheduled = False
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -189,14 +194,31 @@ class Hub:
         self.dispatch([json_frame(kind, data)], sid)
 
     def send_threadsafe(self, frames: list[Frame], sid: str | None = None) -> None:
-        """From any thread (the worker): schedule `dispatch` on the loop; a no-op once the loop is gone."""
+        """From any thread (the worker): deliver on the loop, in order; a no-op once the loop is gone.
+
+        Batches that arrive while a flush is pending ride along with it, so a burst of events costs one
+        loop wake-up instead of one each.
+        """
         loop = self.loop
         if loop is None:
             return
+        with self._inbox_lock:
+            self._inbox.append((frames, sid))
+            if self._flush_scheduled:
+                return
+            self._flush_scheduled = True
         try:
-            loop.call_soon_threadsafe(self.dispatch, frames, sid)
+            loop.call_soon_threadsafe(self._flush)
         except RuntimeError:  # loop closed during shutdown
             pass
+
+    def _flush(self) -> None:
+        with self._inbox_lock:
+            batches = list(self._inbox)
+            self._inbox.clear()
+            self._flush_scheduled = False
+        for frames, sid in batches:
+            self.dispatch(frames, sid)
 
     def status_frame(self, queue_remaining: int, sid: str | None = None) -> Frame:
         data: dict[str, Any] = {"status": {"exec_info": {"queue_remaining": queue_remaining}}}

@@ -1,0 +1,231 @@
+"""Server latency and queue throughput under load, against a real `python main.py serve` process.
+
+With 50 WebSocket clients connected (49 draining their sockets in a helper process), queues 200 prompts of trivial nodes
+(PrimitiveInt -> PreviewAny, a distinct value each, so nothing is cached) one after another; after each
+POST /prompt it also times GET /queue, and GET /object_info after every second one. Reports p50/p99/max
+latency per route and prompts/s through the queue (first POST to the last prompt's `executing` null).
+Prints a table and, with --record, appends it to benchmarks/RESULTS.md.
+
+    python benchmarks/server.py [--clients 50] [--prompts 200] [--record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(port: int, workdir: Path) -> subprocess.Popen:
+    args = [sys.executable, str(ROOT / "main.py"), "serve", "--port", str(port)]
+    for flag, name in (
+        ("--user-dir", "user"),
+        ("--input-dir", "input"),
+        ("--output-dir", "output"),
+        ("--temp-dir", "temp"),
+        ("--models-dir", "models"),
+        ("--custom-nodes-dir", "custom_nodes"),
+    ):
+        args += [flag, str(workdir / name)]
+    return subprocess.Popen(args, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+async def wait_ready(session: aiohttp.ClientSession, base: str, server: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"server exited: {server.stderr.read().decode()[-2000:]}")
+        try:
+            async with session.get(f"{base}/api/features") as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientConnectionError:
+            pass
+        await asyncio.sleep(0.2)  # waiting for another process to bind its port
+    raise SystemExit("server did not start within 120 s")
+
+
+class Listener:
+    """The submitting WebSocket client: learns its sid, collects `executing` null per prompt id."""
+
+    def __init__(self) -> None:
+        self.sid = ""
+        self.messages = 0
+        self.finished: dict[str, float] = {}
+        self.all_done = asyncio.Event()
+        self.expected: set[str] = set()
+
+    async def run(self, session: aiohttp.ClientSession, url: str, ready: asyncio.Event) -> None:
+        async with session.ws_connect(url) as ws:
+            async for message in ws:
+                self.messages += 1
+                if message.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                data = message.json()
+                if data["type"] == "status" and "sid" in data["data"]:
+                    self.sid = data["data"]["sid"]
+                    ready.set()
+                elif data["type"] == "executing" and data["data"].get("node") is None:
+                    self.finished[data["data"]["prompt_id"]] = time.perf_counter()
+                    if self.expected and self.expected <= set(self.finished):
+                        self.all_done.set()
+
+
+async def drain_clients(base: str, count: int) -> None:
+    """`--listeners` mode (own process): keep `count` sockets connected and drained until killed."""
+
+    async def one(session: aiohttp.ClientSession) -> None:
+        async with session.ws_connect(base.replace("http", "ws") + "/ws") as ws:
+            async for _ in ws:
+                pass
+
+    async with aiohttp.ClientSession() as session:
+        tasks = [asyncio.create_task(one(session)) for _ in range(count)]
+        print("CONNECTED", flush=True)
+        await asyncio.gather(*tasks)
+
+
+def start_listeners(base: str, count: int) -> subprocess.Popen:
+    """The other WebSocket clients live in their own process, so their parsing does not delay our timer."""
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--listeners", str(count), "--base", base],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    line = process.stdout.readline() if process.stdout else ""
+    if line.strip() != "CONNECTED":
+        raise SystemExit(f"listener process failed: {line} {process.stderr.read() if process.stderr else ''}")
+    return process
+
+
+def prompt(value: int) -> dict:
+    return {
+        "1": {"class_type": "PrimitiveInt", "inputs": {"value": value}},
+        "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}},
+    }
+
+
+async def timed(session: aiohttp.ClientSession, method: str, url: str, samples: list[float], **kw) -> dict:
+    start = time.perf_counter()
+    async with session.request(method, url, **kw) as response:
+        body = await response.json()
+        samples.append((time.perf_counter() - start) * 1000)
+        if response.status != 200:
+            raise SystemExit(f"{method} {url} -> {response.status}: {body}")
+        return body
+
+
+async def measure(base: str, clients: int, prompts: int) -> dict[str, object]:
+    timeout = aiohttp.ClientTimeout(total=120)
+    others = start_listeners(base, clients - 1)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        submitter, ready = Listener(), asyncio.Event()
+        task = asyncio.create_task(submitter.run(session, base.replace("http", "ws") + "/ws", ready))
+        await asyncio.wait_for(ready.wait(), 60)
+        warm: list[float] = []
+        for _ in range(3):
+            await timed(session, "GET", f"{base}/api/object_info", warm)
+        samples: dict[str, list[float]] = {"POST /prompt": [], "GET /queue": [], "GET /object_info": []}
+        ids: list[str] = []
+        first = time.perf_counter()
+        for i in range(prompts):
+            body = {"prompt": prompt(1000 + i), "client_id": submitter.sid}
+            answer = await timed(session, "POST", f"{base}/prompt", samples["POST /prompt"], json=body)
+            ids.append(answer["prompt_id"])
+            await timed(session, "GET", f"{base}/queue", samples["GET /queue"])
+            if i % 2 == 0:
+                await timed(session, "GET", f"{base}/object_info", samples["GET /object_info"])
+        submitter.expected = set(ids)
+        if not submitter.expected <= set(submitter.finished):
+            await asyncio.wait_for(submitter.all_done.wait(), 120)
+        elapsed = max(submitter.finished[p] for p in ids) - first
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    others.terminate()
+    others.wait(30)
+    return {"samples": samples, "throughput": prompts / elapsed, "messages": submitter.messages}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def table(result: dict, clients: int, prompts: int) -> str:
+    lines = ["| route | requests | p50 ms | p99 ms | max ms |", "|---|---|---|---|---|"]
+    for route, values in result["samples"].items():
+        lines.append(
+            f"| {route} | {len(values)} | {statistics.median(values):.2f} | "
+            f"{percentile(values, 0.99):.2f} | {max(values):.2f} |"
+        )
+    lines.append("")
+    lines.append(
+        f"Throughput: {result['throughput']:.1f} prompts/s through the queue "
+        f"({prompts} prompts, {clients} WebSocket clients; the submitting one received "
+        f"{result['messages']} messages)."
+    )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--prompts", type=int, default=200)
+    parser.add_argument("--record", action="store_true", help="append the table to benchmarks/RESULTS.md")
+    parser.add_argument("--listeners", type=int, help=argparse.SUPPRESS)  # internal: the listener process
+    parser.add_argument("--base", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.listeners is not None:
+        asyncio.run(drain_clients(args.base, args.listeners))
+        return 0
+    with tempfile.TemporaryDirectory(prefix="fluxloom-bench-") as tmp:
+        port = free_port()
+        server = start_server(port, Path(tmp))
+        base = f"http://127.0.0.1:{port}"
+        try:
+
+            async def run() -> dict:
+                async with aiohttp.ClientSession() as session:
+                    await wait_ready(session, base, server)
+                return await measure(base, args.clients, args.prompts)
+
+            result = asyncio.run(run())
+        finally:
+            server.terminate()
+            server.wait(30)
+    text = table(result, args.clients, args.prompts)
+    print(text)
+    if args.record:
+        header = (
+            f"\n## Server latency and queue throughput — 2026-11-22 — 2-core CPU sandbox "
+            f"({platform.machine()}, CPython {platform.python_version()})\n\n"
+            f"`python benchmarks/server.py --record` (server: `python main.py serve` in its own process, "
+            f"built-in nodes; client: aiohttp in this process; run on {date.today().isoformat()})\n\n"
+        )
+        with RESULTS.open("a", encoding="utf-8") as handle:
+            handle.write(header + text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
