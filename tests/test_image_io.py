@@ -249,9 +249,14 @@ def test_load_palette_transparency_exif_and_frames(harness):
 
 
 def test_load_image_missing_or_unsafe_names_fail_clearly(harness):
-    with pytest.raises(PromptValidationError) as info:
-        harness.run(load_prompt("../secret.png"))
-    assert "Invalid image file" in json.dumps(info.value.node_errors)
+    secret = write_png(harness.root / "secret.png", random_pixels(2, 2))
+    for name in ("../secret.png", str(secret), "x.png [output] [input]/../../../secret.png"):
+        with pytest.raises(PromptValidationError) as info:
+            harness.run(load_prompt(name))
+        assert "Invalid image file" in json.dumps(info.value.node_errors)
+    (harness.app.settings.input_dir / "link.png").symlink_to(secret)
+    with pytest.raises((PromptValidationError, NodeExecutionError), match="outside its folder"):
+        harness.run(load_prompt("link.png"))
     # A missing file: refused at validation when the engine passes services to hooks, else on run.
     with pytest.raises((PromptValidationError, NodeExecutionError)) as info:
         harness.run(load_prompt("missing.png"))
