@@ -26,6 +26,7 @@ from models.sampling import (
     cfg_denoiser,
     differential_diffusion,
     make_noise_sampler,
+    masked_denoiser,
     prepare_denoise_mask,
     sample,
 )
@@ -246,6 +247,21 @@ def test_registry_order_follows_comfyui() -> None:
         "ipndm",
         "ipndm_v",
         "deis",
+        "cfgpp_ud10_ab",
+        "res_multistep",
+        "res_multistep_cfg_pp",
+        "res_multistep_ancestral",
+        "res_multistep_ancestral_cfg_pp",
+        "gradient_estimation",
+        "gradient_estimation_cfg_pp",
+        "er_sde",
+        "seeds_2",
+        "seeds_3",
+        "sa_solver",
+        "sa_solver_pece",
+        "ddim",
+        "uni_pc",
+        "uni_pc_bh2",
     ]
     assert list(SAMPLER_NAMES) == [n for n in comfy_order if n in SAMPLERS]
 
@@ -364,6 +380,31 @@ def test_prepare_denoise_mask() -> None:
     torch.testing.assert_close(out[2:], out[:2])  # batch repeated
     with pytest.raises(SamplingError):
         prepare_denoise_mask(mask, (1, 16, 8))
+
+
+def test_ddim_is_euler_with_its_own_inpaint_noise() -> None:
+    def mixing(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:  # sees the kept region too
+        return gaussian_denoiser(x, sigma) + 0.1 * x.mean(dim=(2, 3), keepdim=True)
+
+    latent, noise = latent_and_noise()
+    sigmas = torch.linspace(1, 0, 6)
+    kw = {"noise": noise, "latent_image": latent, "sigmas": sigmas, "model_sampling": FLUX, "noise_seed": 4}
+    plain = sample(mixing, sampler="ddim", **kw)
+    assert torch.equal(plain, sample(mixing, sampler="euler", **kw))
+    mask = torch.zeros(8, 8)
+    mask[:, 4:] = 1
+    got = sample(mixing, sampler="ddim", denoise_mask=mask, **kw)
+    kept_noise = torch.randn(noise.shape, generator=torch.Generator().manual_seed(5))
+    denoiser = masked_denoiser(
+        mixing,
+        latent_image=latent,
+        noise=kept_noise,
+        denoise_mask=prepare_denoise_mask(mask, latent.shape),
+        model_sampling=FLUX,
+    )
+    expected = SAMPLERS["euler"](denoiser, FLUX.noise_scaling(sigmas[0], noise, latent), sigmas)
+    torch.testing.assert_close(got, expected, atol=0, rtol=0)
+    assert not torch.equal(got, sample(mixing, sampler="euler", denoise_mask=mask, **kw))
 
 
 def test_same_seed_same_result() -> None:

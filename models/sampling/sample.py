@@ -22,7 +22,7 @@ from .guiders import BatchConds, cfg_denoiser, masked_denoiser, prepare_denoise_
 from .guiders import differential_diffusion as dd_mask_fn
 from .model_sampling import FlowModelSampling
 from .noise import make_noise_sampler
-from .samplers import BROWNIAN_NOISE_SAMPLERS, SAMPLERS, get_sampler
+from .samplers import BROWNIAN_NOISE_SAMPLERS, RANDOM_INPAINT_NOISE_SAMPLERS, SAMPLERS, get_sampler
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def sample(
         denoiser = masked_denoiser(
             denoiser,
             latent_image=latent,
-            noise=noise,
+            noise=_inpaint_noise(noise, noise_seed) if sampler in RANDOM_INPAINT_NOISE_SAMPLERS else noise,
             denoise_mask=mask,
             model_sampling=model_sampling,
             mask_fn=mask_fn,
@@ -120,3 +120,9 @@ def sample(
             **options,
         )
     return model_sampling.inverse_noise_scaling(sigmas[-1], x).to(torch.float32)
+
+
+def _inpaint_noise(noise: Tensor, seed: int | None) -> Tensor:
+    """ComfyUI's "ddim" inpainting noise: randn from a CPU generator seeded with seed + 1 (41 + 1 unseeded)."""
+    generator = torch.Generator().manual_seed(((41 if seed is None else seed) + 1) % 2**64)
+    return torch.randn(noise.shape, generator=generator).to(device=noise.device, dtype=noise.dtype)

@@ -1,7 +1,8 @@
 """The sampler registry: ComfyUI KSampler names -> sampler functions, in ComfyUI's order.
 
 Every sampler has the signature `(denoiser, x, sigmas, *, noise_sampler, callback, should_stop,
-**options) -> x`. The *_gpu names exist in ComfyUI only to put the Brownian-tree noise on the GPU;
+**options) -> x`. Names follow ComfyUI's SAMPLER_NAMES (uni_pc and the cfg_pp / res_multistep / er_sde
+families are not implemented). The *_gpu names exist in ComfyUI only to put the Brownian-tree noise on the GPU;
 here noise is injected by the caller, so they are the same functions.
 """
 
@@ -35,8 +36,13 @@ SAMPLERS: dict[str, SamplerFn] = {
     "ipndm": ipndm,
     "ipndm_v": ipndm_v,
     "deis": deis,
+    "ddim": euler,
 }
 SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)
+
+# ComfyUI's "ddim" is euler whose inpainting re-noises the kept region with its own noise
+# (a CPU generator seeded with seed + 1) instead of the initial noise.
+RANDOM_INPAINT_NOISE_SAMPLERS = frozenset({"ddim"})
 
 # Samplers that draw from the noise sampler (the others are deterministic ODE solvers).
 STOCHASTIC_SAMPLERS = frozenset(
@@ -80,4 +86,11 @@ def get_sampler(name: str) -> SamplerFn:
     return fn
 
 
-__all__ = ["BROWNIAN_NOISE_SAMPLERS", "SAMPLERS", "SAMPLER_NAMES", "STOCHASTIC_SAMPLERS", "get_sampler"]
+__all__ = [
+    "BROWNIAN_NOISE_SAMPLERS",
+    "RANDOM_INPAINT_NOISE_SAMPLERS",
+    "SAMPLERS",
+    "SAMPLER_NAMES",
+    "STOCHASTIC_SAMPLERS",
+    "get_sampler",
+]
