@@ -407,3 +407,12 @@ async def test_backlogged_status_snapshots_are_coalesced():
         None,
         {"exec_info": {"queue_remaining": 2}},
     ]
+
+
+async def test_send_json_threadsafe_from_another_thread_reaches_the_client(tmp_path):
+    services = make_services(tmp_path)
+    async with serve(services, start_worker=False) as client:
+        ws, _ = await connect(client, "pack-ui")
+        await asyncio.to_thread(services.hub.send_json_threadsafe, "my.pack.event", {"x": 1}, "pack-ui")
+        assert await receive(ws) == {"type": "my.pack.event", "data": {"x": 1}}
+        await ws.close()

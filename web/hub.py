@@ -212,6 +212,10 @@ class Hub:
         except RuntimeError:  # loop closed during shutdown
             pass
 
+    def send_json_threadsafe(self, kind: str, data: Mapping[str, Any], sid: str | None = None) -> None:
+        """ComfyUI's `send_sync` for code on other threads (custom nodes): one JSON message."""
+        self.send_threadsafe([json_frame(kind, data)], sid)
+
     def _flush(self) -> None:
         with self._inbox_lock:
             batches = list(self._inbox)

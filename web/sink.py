@@ -109,10 +109,14 @@ class WebEventSink:
                     "prompt_id": self.prompt_id,
                 },
             )
-        elif isinstance(event, (ev.ExecutionSuccess, ev.ExecutionInterrupted)):
+        elif isinstance(event, ev.ExecutionSuccess):
             assert lifecycle is not None
             self._finish_running()
             frames = (self._progress_state() if self.nodes else []) + self._message(*lifecycle)
+        elif isinstance(event, ev.ExecutionInterrupted):
+            # The interrupted node did not finish; the message itself clears the UI's running state.
+            assert lifecycle is not None
+            frames = self._message(*lifecycle)
         elif isinstance(event, ev.ExecutionError):
             assert lifecycle is not None
             if event.node_id in self.nodes:
