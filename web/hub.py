@@ -130,10 +130,12 @@ class Hub:
 
     # --- connections ---------------------------------------------------------------------------
     def connect(self, sid: str, ws: web.WebSocketResponse) -> Client:
-        """Register a socket; a previous socket with the same sid is replaced and closed."""
+        """Register a socket; a previous socket with the same sid stops receiving (it is not closed: two
+        tabs sharing a clientId, e.g. a duplicated tab, would otherwise take turns reconnecting forever)."""
         old = self.clients.pop(sid, None)
         if old is not None:
-            self._close(old, "replaced by a new connection with the same clientId")
+            log.info("websocket %s replaced by a new connection with the same clientId", sid)
+            self.disconnect(old)
         client = Client(sid, ws, self.queue_limit)
         client.writer = asyncio.get_running_loop().create_task(self._write(client))
         self.clients[sid] = client
