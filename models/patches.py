@@ -105,15 +105,18 @@ class ClipHandle(_Handle):
     """CLIP: FLUX text encoders (`models.text.encode.TextEncoders`) and how prompts are tokenized."""
 
     encoders: Any
-    t5_max_length: int = 512
+    t5_max_length: int | None = None  # None: pad to 256, never truncate (ComfyUI); 256/512: BFL-style cap
     sources: tuple[Path, ...] = ()
     patches: tuple[WeightPatch, ...] = ()
     compute_dtype: torch.dtype = torch.bfloat16
+    device: str = "default"  # "cpu": the loader asked to keep the encoders on the CPU
     extras: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.t5_max_length < 1:
-            raise ValueError(f"t5_max_length must be >= 1, got {self.t5_max_length}")
+        if self.t5_max_length is not None and self.t5_max_length < 1:
+            raise ValueError(f"t5_max_length must be >= 1 or None, got {self.t5_max_length}")
+        if self.device not in ("default", "cpu"):
+            raise ValueError(f"device must be 'default' or 'cpu', got {self.device!r}")
         object.__setattr__(self, "extras", _frozen_mapping(self.extras))
 
 

@@ -166,9 +166,9 @@ def write_demo_models(models_dir: Path) -> list[Path]:
     written: list[Path] = []
 
     dev = tiny_flux(TINY_FLUX_DEV, SEEDS["dev"])
-    dev_state = module_state(dev)
+    dev_state = cast_state(module_state(dev), bf16)  # released weights are bf16; fp8 files derive from them
     diffusion = models_dir / "diffusion_models"
-    written.append(_save(diffusion / "flux1-dev.safetensors", cast_state(dev_state, bf16)))
+    written.append(_save(diffusion / "flux1-dev.safetensors", dev_state))
     written.append(_save(diffusion / "flux1-dev-fp8.safetensors",
                          cast_state(dev_state, bf16, fp8=FP8, fp8_keys=linear_keys(dev))))
     for name, params, seed in (("flux1-kontext-dev", TINY_FLUX_DEV, SEEDS["kontext"]),
@@ -202,7 +202,7 @@ def write_demo_models(models_dir: Path) -> list[Path]:
 
     written += write_tiny_tokenizers(models_dir)
     written += write_diffusers_pipeline(
-        models_dir / "diffusers" / DIFFUSERS_NAME, flux_state=cast_state(dev_state, bf16),
+        models_dir / "diffusers" / DIFFUSERS_NAME, flux_state=dev_state,
         vae_state=cast_state(ae_state, fp32), clip_state=cast_state(clip_state, fp16),
         t5_state=cast_state(t5_state, fp16),
         tokenizers={kind: models_dir / "tokenizers" / kind for kind in ("clip_l", "t5xxl")})
