@@ -99,6 +99,21 @@ def test_dpmpp_3m_sde_convergence_order() -> None:
     assert all(1.8 <= p <= 2.4 for p in orders), (errors, orders)
 
 
+@pytest.mark.parametrize("name", ["uni_pc", "uni_pc_bh2"])
+def test_unipc_convergence_order(name: str) -> None:
+    # ComfyUI runs UniPC with a 1st-order last step (lower_order_final), so it is 2nd order overall.
+    z = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    errors = []
+    for steps in (64, 128, 256):
+        sigmas = torch.linspace(0.95, 0.05, steps + 1, dtype=torch.float64)
+        errors.append((run(name, on_ode(0.95, z), sigmas) - on_ode(0.05, z)).abs().max().item())
+    orders = [math.log2(errors[k] / errors[k + 1]) for k in range(2)]
+    assert all(1.8 <= p <= 2.2 for p in orders), (errors, orders)
+    # a schedule ending at 0 stops at sigma 0.001, as in ComfyUI
+    out = run(name, on_ode(0.95, z), torch.linspace(0.95, 0, 65, dtype=torch.float64))
+    assert (out - on_ode(0.001, z)).abs().max().item() < 1e-3
+
+
 # --- stochastic samplers: exact output moments ---------------------------------------------------
 
 

@@ -63,7 +63,7 @@ class FlowModelSampling:
     def flux_for_resolution(
         cls, width: int, height: int, *, max_shift: float = 1.15, base_shift: float = 0.5
     ) -> FlowModelSampling:
-        """The ModelSamplingFlux node: mu linear in the token count width*height/256 (256 -> base, 4096 -> max)."""
+        """The ModelSamplingFlux node: mu linear in tokens = width*height/256 (256 -> base, 4096 -> max)."""
         if width <= 0 or height <= 0:
             raise ValueError(f"width and height must be positive, got {width}x{height}")
         slope = (max_shift - base_shift) / (_MAX_TOKENS - _BASE_TOKENS)

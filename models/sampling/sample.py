@@ -123,6 +123,6 @@ def sample(
 
 
 def _inpaint_noise(noise: Tensor, seed: int | None) -> Tensor:
-    """ComfyUI's "ddim" inpainting noise: randn from a CPU generator seeded with seed + 1 (41 + 1 unseeded)."""
+    """ComfyUI's "ddim" inpainting noise: randn from a CPU generator seeded with seed + 1 (unseeded: 42)."""
     generator = torch.Generator().manual_seed(((41 if seed is None else seed) + 1) % 2**64)
     return torch.randn(noise.shape, generator=generator).to(device=noise.device, dtype=noise.dtype)

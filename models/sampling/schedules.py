@@ -116,7 +116,7 @@ def beta(ms: FlowModelSampling, steps: int, alpha: float = 0.6, beta: float = 0.
 def linear_quadratic(
     ms: FlowModelSampling, steps: int, threshold_noise: float = 0.025, linear_steps: int | None = None
 ) -> Tensor:
-    """Mochi's schedule: the first half linear up to `threshold_noise`, then quadratic to 1; times sigma_max."""
+    """Mochi's schedule: the first half linear up to `threshold_noise`, then quadratic to 1 (x sigma_max)."""
     if steps == 1:
         schedule = [1.0, 0.0]
     else:

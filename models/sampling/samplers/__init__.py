@@ -1,9 +1,9 @@
 """The sampler registry: ComfyUI KSampler names -> sampler functions, in ComfyUI's order.
 
 Every sampler has the signature `(denoiser, x, sigmas, *, noise_sampler, callback, should_stop,
-**options) -> x`. Names follow ComfyUI's SAMPLER_NAMES (uni_pc and the cfg_pp / res_multistep / er_sde
-families are not implemented). The *_gpu names exist in ComfyUI only to put the Brownian-tree noise on the GPU;
-here noise is injected by the caller, so they are the same functions.
+**options) -> x`. Names follow ComfyUI's SAMPLER_NAMES (the cfg_pp, res_multistep,
+er_sde, seeds, sa_solver, heunpp2, exp_heun, dpm_fast/adaptive and ddpm samplers are not implemented). The *_gpu names exist in ComfyUI only to put the Brownian-tree
+noise on the GPU; here noise is injected by the caller, so they are the same functions.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from .ancestral import dpm_2_ancestral, dpmpp_2s_ancestral, euler_ancestral, lcm
 from .multistep import deis, dpmpp_2m, ipndm, ipndm_v
 from .ode import dpm_2, euler, heun, lms
 from .sde import dpmpp_2m_sde, dpmpp_2m_sde_heun, dpmpp_3m_sde, dpmpp_sde
+from .unipc import uni_pc, uni_pc_bh2
 
 SAMPLERS: dict[str, SamplerFn] = {
     "euler": euler,
@@ -37,6 +38,8 @@ SAMPLERS: dict[str, SamplerFn] = {
     "ipndm_v": ipndm_v,
     "deis": deis,
     "ddim": euler,
+    "uni_pc": uni_pc,
+    "uni_pc_bh2": uni_pc_bh2,
 }
 SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)
 
