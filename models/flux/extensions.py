@@ -44,7 +44,8 @@ class FluxExtensions:
     - `double_residuals` / `single_residuals`: ControlNet residuals [B, L_r, hidden] added to the image
       tokens after double / single block i (only the first L_r image tokens, so residuals computed
       without Kontext reference tokens still fit). A None entry skips that block. With N residuals for
-      D blocks, block i gets residual i // ceil(D / N), or i % N when `cyclic_residuals` (XLabs).
+      D blocks, block i gets residual i // ceil(D / N); with `cyclic_double_residuals` (XLabs
+      ControlNets) double block i gets i % N instead (single blocks keep the interval rule).
     - `double_attention`: IP-Adapter callables, each called for every double block (see ExtraAttention).
     - `token_hook`: sees and may replace the token streams before positional encoding (ids included).
       The output keeps only the first L image tokens of the original input.
@@ -53,7 +54,7 @@ class FluxExtensions:
 
     double_residuals: tuple[Tensor | None, ...] | None = None
     single_residuals: tuple[Tensor | None, ...] | None = None
-    cyclic_residuals: bool = False
+    cyclic_double_residuals: bool = False
     double_attention: tuple[ExtraAttention, ...] = ()
     token_hook: TokenHook | None = None
     attention_mask: Tensor | None = None

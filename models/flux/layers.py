@@ -18,7 +18,10 @@ ImageHook = Callable[[Tensor, Tensor], Tensor]  # (img_q [B,H,L,D], img [B,L,hid
 def timestep_embedding(
     t: Tensor, dim: int = 256, max_period: int = 10_000, time_factor: float = 1000.0
 ) -> Tensor:
-    """Sinusoidal embedding of t [B] (flow time in 0..1, scaled by `time_factor`) -> float32 [B, dim], cos first."""
+    """Sinusoidal embedding of t [B] (flow time in 0..1, scaled by `time_factor`) -> float32 [B, dim], cos first.
+
+    float32 even for float64 t, as the reference computes it (angles reach 1000 rad).
+    """
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
     args = (time_factor * t.float()).unsqueeze(-1) * freqs

@@ -15,6 +15,8 @@ from torch import Tensor
 def rope(pos: Tensor, dim: int, theta: int) -> Tensor:
     """Rotations for one axis: positions [B, L] -> complex64 [B, L, dim/2], exp(i pos theta^(-2k/dim)).
 
+    float64 positions give complex128 (float64 reference runs).
+
     Angles are computed in float64 (positions reach thousands; fp32 angles would lose the low bits).
     """
     if dim % 2:
@@ -22,7 +24,8 @@ def rope(pos: Tensor, dim: int, theta: int) -> Tensor:
     scale = torch.arange(0, dim, 2, dtype=torch.float64, device=pos.device) / dim
     omega = 1.0 / (theta**scale)
     angles = pos.to(torch.float64).unsqueeze(-1) * omega
-    return torch.polar(torch.ones_like(angles), angles).to(torch.complex64)
+    out = torch.polar(torch.ones_like(angles), angles)
+    return out if pos.dtype == torch.float64 else out.to(torch.complex64)
 
 
 def apply_rope(xq: Tensor, xk: Tensor, pe: Tensor) -> tuple[Tensor, Tensor]:
@@ -31,7 +34,8 @@ def apply_rope(xq: Tensor, xk: Tensor, pe: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _rotate(x: Tensor, pe: Tensor) -> Tensor:
-    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    real = torch.float64 if pe.dtype == torch.complex128 else torch.float32
+    pairs = torch.view_as_complex(x.to(real).unflatten(-1, (-1, 2)))
     return torch.view_as_real(pairs * pe).flatten(-2).to(x.dtype)
 
 

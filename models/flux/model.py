@@ -97,7 +97,7 @@ class Flux(nn.Module):
         for i, block in enumerate(self.double_blocks):
             hooks = tuple(partial(hook, i) for hook in ext.double_attention)
             img, txt = block(img, txt, vec, pe, mask, hooks)
-            residual = residual_for(ext.double_residuals, i, depth, ext.cyclic_residuals)
+            residual = residual_for(ext.double_residuals, i, depth, ext.cyclic_double_residuals)
             if residual is not None:
                 img = _add_residual(img, residual, 0)
 
@@ -106,7 +106,7 @@ class Flux(nn.Module):
         depth = len(self.single_blocks)
         for i, block in enumerate(self.single_blocks):
             x = block(x, vec, pe, mask)
-            residual = residual_for(ext.single_residuals, i, depth, ext.cyclic_residuals)
+            residual = residual_for(ext.single_residuals, i, depth, cyclic=False)
             if residual is not None:
                 x = _add_residual(x, residual, n_txt)
         return self.final_layer(x[:, n_txt : n_txt + n_img], vec)
