@@ -168,13 +168,9 @@ class Services:
     memory: Any = None
 
 
-@pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
-    from models.tiny import write_demo_models
-
-    root = tmp_path_factory.mktemp("weights")
-    write_demo_models(root)
-    return root
+@pytest.fixture
+def demo_dir(demo_models_dir):
+    return demo_models_dir
 
 
 @pytest.fixture
@@ -287,22 +283,21 @@ def test_dual_clip_vae_and_checkpoint_loaders(run):
     torch.testing.assert_close(df_vae.module.encode(x), vae.module.encode(x), rtol=0, atol=0)
 
 
-def test_loader_errors_name_the_file_and_the_problem(run, demo_dir):
+def test_loader_errors_name_the_file_and_the_problem(run, demo_dir, tmp_path):
     wrong = {"1": {"class_type": "UNETLoader", "inputs": {"unet_name": "flux1-dev.safetensors",
                                                           "weight_dtype": "default"}}, **probe("1")}
     with pytest.raises(PromptValidationError):
         run({"1": {"class_type": "VAELoader", "inputs": {"vae_name": "../diffusion_models/flux1-dev.safetensors"}},
              **probe("1")})
-    # a diffusion model copied into the VAE folder: the loader says what it found
+    # a diffusion model in another VAE folder: the loader says what it found
     import shutil
 
-    shutil.copy(demo_dir / "diffusion_models" / "flux1-dev.safetensors", demo_dir / "vae" / "not-a-vae.safetensors")
-    try:
-        with pytest.raises(NodeExecutionError, match="not-a-vae.safetensors.*expected a FLUX.1 VAE, found a FLUX.1 "
-                                                     "diffusion model"):
-            run({"1": {"class_type": "VAELoader", "inputs": {"vae_name": "not-a-vae.safetensors"}}, **probe("1")})
-    finally:
-        (demo_dir / "vae" / "not-a-vae.safetensors").unlink()
+    shutil.copy(demo_dir / "diffusion_models" / "flux1-dev.safetensors", tmp_path / "not-a-vae.safetensors")
+    services = run.executor.services
+    services.model_paths = services.model_paths.with_folder("vae", tmp_path)
+    with pytest.raises(NodeExecutionError, match="not-a-vae.safetensors.*expected a FLUX.1 VAE, found a FLUX.1 "
+                                                 "diffusion model"):
+        run({"1": {"class_type": "VAELoader", "inputs": {"vae_name": "not-a-vae.safetensors"}}, **probe("1")})
     with pytest.raises(NodeExecutionError, match="type 'sdxl' is not supported"):
         run({"1": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": "clip_l.safetensors",
                                                               "clip_name2": "t5xxl_fp16.safetensors",
