@@ -50,7 +50,7 @@ class UserdataRoutes:
         recurse = query_bool(request, "recurse", False)
         full_info = query_bool(request, "full_info", False)
         split = query_bool(request, "split", False)
-        entries = []
+        entries: list[Any] = []
         for dirpath, dirnames, filenames in os.walk(folder):
             dirnames[:] = sorted(d for d in dirnames if (Path(dirpath) / d).resolve().is_relative_to(root))
             for filename in sorted(filenames):
@@ -74,7 +74,7 @@ class UserdataRoutes:
         folder = resolve_inside(user_root(self.services), relative, what="path")
         if not folder.is_dir():
             raise BadRequest(f"user folder {raw!r} not found", status=404)
-        out = []
+        out: list[dict[str, Any]] = []
         for child in sorted(folder.iterdir()):
             if not child.resolve().is_relative_to(user_root(self.services)):
                 continue

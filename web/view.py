@@ -7,6 +7,7 @@ import json
 import mimetypes
 import struct
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -41,7 +42,7 @@ def _reencode(path: Path, preview: str | None, channel: str | None) -> tuple[byt
     from PIL import Image, UnidentifiedImageError
 
     try:
-        image = Image.open(path)
+        image: Image.Image = Image.open(path)
         image.load()
     except (UnidentifiedImageError, OSError) as exc:
         raise BadRequest(f"{path.name} is not an image that can be re-encoded: {exc}") from None
@@ -49,9 +50,9 @@ def _reencode(path: Path, preview: str | None, channel: str | None) -> tuple[byt
         alpha = image.getchannel("A") if "A" in image.getbands() else Image.new("L", image.size, 255)
         out = Image.new("RGBA", image.size, (0, 0, 0, 0))
         out.putalpha(alpha)
-        image, fmt, options = out, "PNG", {}
+        image, fmt, options = out, "PNG", dict[str, Any]()
     elif channel == "rgb" or preview:
-        fmt, options = "PNG", {}
+        fmt, options = "PNG", dict[str, Any]()
         if preview:
             kind, _, quality = preview.partition(";")
             fmt = {"webp": "WEBP", "jpeg": "JPEG", "jpg": "JPEG", "png": "PNG"}.get(
