@@ -227,3 +227,110 @@ def test_converter_groups_see_related_keys_together(tmp_path):
     module = load_module(Toy, source)
     torch.testing.assert_close(module(IDS), ref(IDS), rtol=0, atol=0)
     assert ["proj_in.a.weight", "proj_in.b.weight", "proj_in.bias"] in seen_groups
+
+
+# --- families, wrong files, unsupported formats (on the tiny demo files) -------------------------
+
+from models import formats  # noqa: E402
+from models.formats.errors import WrongFamilyError  # noqa: E402
+
+
+@pytest.mark.parametrize(("loader", "name", "expected", "found"), [
+    (formats.load_flux_transformer, "vae/ae.safetensors", "FLUX.1 diffusion model", "FLUX.1 VAE"),
+    (formats.load_autoencoder, "text_encoders/clip_l.safetensors", "FLUX.1 VAE", "CLIP-L text encoder"),
+    (formats.load_text_encoder, "diffusion_models/flux1-dev.safetensors", "CLIP-L or T5-XXL",
+     "FLUX.1 diffusion model"),
+    (formats.load_checkpoint, "text_encoders/t5xxl_fp16.safetensors", "all-in-one checkpoint",
+     "T5-XXL text encoder"),
+])
+def test_wrong_family_names_file_expected_and_found(demo_models_dir, loader, name, expected, found):
+    with pytest.raises(WrongFamilyError) as info:
+        loader(demo_models_dir / name)
+    message = str(info.value)
+    assert name.split("/")[-1] in message and expected in message and found in message
+    assert isinstance(info.value, ValueError)
+
+
+def test_text_encoder_kind_picks_one_from_a_checkpoint(demo_models_dir):
+    ck = demo_models_dir / "checkpoints" / "flux1-schnell.safetensors"
+    with pytest.raises(CheckpointFormatError, match="several text encoders"):
+        formats.load_text_encoder(ck)
+    assert formats.load_text_encoder(ck, "t5xxl").kind == "t5xxl"
+    assert formats.load_autoencoder(ck).params.z_channels == 16  # the VAE part of an all-in-one file
+
+
+def test_truncated_checkpoint_fails_before_building(demo_models_dir, tmp_path):
+    data = (demo_models_dir / "diffusion_models" / "flux1-dev.safetensors").read_bytes()
+    cut = tmp_path / "flux1-dev.safetensors"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointFormatError, match=r"flux1-dev.safetensors: truncated: tensor '.*' ends at byte"):
+        formats.load_flux_transformer(cut)
+    # a shard of a diffusers folder missing
+    import shutil
+
+    folder = tmp_path / "pipe"
+    shutil.copytree(demo_models_dir / "diffusers" / "FLUX.1-dev-tiny" / "transformer", folder)
+    (folder / "diffusion_pytorch_model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(CheckpointFormatError, match="diffusion_pytorch_model-00002-of-00002.safetensors: file not found"):
+        formats.load_flux_transformer(folder)
+
+
+def test_mismatched_tensor_in_a_real_layout_names_the_key(tmp_path, demo_models_dir):
+    from safetensors.torch import load_file
+
+    state = load_file(str(demo_models_dir / "diffusion_models" / "flux1-dev.safetensors"))
+    state["double_blocks.1.img_mlp.2.weight"] = state["double_blocks.1.img_mlp.2.weight"][:, :100].contiguous()
+    save_file(state, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(CheckpointFormatError, match=r"bad.safetensors.*double_blocks.1.img_mlp.2.weight: file "
+                                                    r"\(128, 100\) vs model \(128, 512\)"):
+        formats.load_flux_transformer(tmp_path / "bad.safetensors")
+
+
+@pytest.mark.parametrize(("key", "shape", "match"), [
+    ("double_stream_modulation_img.lin.weight", (4, 4), "FLUX.2"),
+    ("distilled_guidance_layer.in_proj.weight", (4, 4), "Chroma"),
+    ("double_blocks.0.img_attn.qkv.weight.quant_state.bitsandbytes__nf4", (4,), "NF4"),
+])
+def test_unsupported_families_are_refused_by_name(tmp_path, key, shape, match):
+    save_file({key: torch.zeros(shape), "img_in.weight": torch.zeros(4, 4)}, str(tmp_path / "m.safetensors"))
+    with pytest.raises(UnsupportedFormatError, match=f"m.safetensors: this is .*{match}"):
+        formats.load_flux_transformer(tmp_path / "m.safetensors")
+
+
+def test_sd_vae_is_refused_with_its_latent_channels(tmp_path, demo_models_dir):
+    from safetensors.torch import load_file
+
+    state = load_file(str(demo_models_dir / "vae" / "ae.safetensors"))
+    state["decoder.conv_in.weight"] = torch.zeros(64, 4, 3, 3)
+    save_file(state, str(tmp_path / "sdxl_vae.safetensors"))
+    with pytest.raises(UnsupportedFormatError, match="sdxl_vae.safetensors: VAE has 4 latent channels"):
+        formats.load_autoencoder(tmp_path / "sdxl_vae.safetensors")
+
+
+def test_prefixed_bfl_file_and_scaled_fp8_transformer(tmp_path, demo_models_dir):
+    from safetensors.torch import load_file
+
+    from models.tiny import TINY_FLUX_DEV
+
+    state = load_file(str(demo_models_dir / "diffusion_models" / "flux1-dev.safetensors"))
+    scaled = {"model.diffusion_model.scaled_fp8": torch.zeros(0, dtype=torch.float8_e4m3fn)}
+    for key, value in state.items():
+        if value.ndim == 2 and not key.startswith(("img_in", "txt_in")):
+            scale = value.float().abs().max() / 448
+            scaled[f"model.diffusion_model.{key}"] = (value.float() / scale).to(torch.float8_e4m3fn)
+            scaled[f"model.diffusion_model.{key[:-len('.weight')]}.scale_weight"] = scale.reshape(1)
+        else:
+            scaled[f"model.diffusion_model.{key}"] = value
+    save_file(scaled, str(tmp_path / "flux1-dev-scaled.safetensors"))
+    detection = formats.detect_path(tmp_path / "flux1-dev-scaled.safetensors")
+    part = detection.get("flux")
+    assert (part.prefix, part.fp8, part.scaled_fp8) == ("model.diffusion_model.", "float8_e4m3fn", True)
+    model = formats.load_flux_transformer(tmp_path / "flux1-dev-scaled.safetensors", compute_dtype=torch.float32)
+    reference = formats.load_flux_transformer(demo_models_dir / "diffusion_models" / "flux1-dev.safetensors",
+                                              compute_dtype=torch.float32)
+    assert model.params == TINY_FLUX_DEV and model.double_blocks[0].img_mlp[0].weight.dtype == torch.float8_e4m3fn
+    from tests.test_tiny_models import flux_inputs
+
+    x = flux_inputs(TINY_FLUX_DEV)
+    a, b = reference(**x), model(**x)
+    assert ((a - b).norm() / a.norm()).item() < 0.1
