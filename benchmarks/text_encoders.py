@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import platform
 import statistics
 import sys
@@ -47,6 +48,12 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
+
+
+def matmul_gflops(repeats: int) -> float:
+    """fp32 GEMM throughput of this machine right now, [77, 768] x [768, 3072], to read the table by."""
+    a, w = torch.randn(77, 768), torch.randn(3072, 768)
+    return 2 * 77 * 768 * 3072 / (median_ms(lambda: a @ w.T, repeats * 10) / 1000) / 1e9
 
 
 def run(repeats: int) -> list[tuple[str, float]]:
@@ -102,14 +109,17 @@ def main() -> int:
     args = parser.parse_args()
     rows = run(args.repeats)
     table = "| what | ms |\n|---|---|\n" + "".join(f"| {name} | {ms:.1f} |\n" for name, ms in rows)
-    print(table)
+    load = os.getloadavg()[0]  # the sandbox is shared; a load above 2 inflates the compute rows
+    gflops = matmul_gflops(args.repeats)
+    print(f"{table}\n1-min load average {load:.1f}, fp32 GEMM {gflops:.1f} GFLOP/s")
     if args.record:
-        machine = f"2-core CPU sandbox ({platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads)"
+        machine = f"2-core CPU sandbox ({platform.machine()}, torch {torch.__version__})"
         with RESULTS.open("a", encoding="utf-8") as out:
             out.write(
                 f"\n## Text encoders — {date(2026, 11, 22).isoformat()} — {machine}\n\n"
-                f"`python benchmarks/text_encoders.py --record` (random weights; T5-XXL total ≈ 24 × one block)\n\n"
-                f"{table}"
+                f"`python benchmarks/text_encoders.py --record` (random weights, fp32, median of {args.repeats}; "
+                f"T5-XXL encoder ≈ 24 × one block; at the end: 1-min load average {load:.1f}, fp32 GEMM "
+                f"{gflops:.1f} GFLOP/s)\n\n{table}"
             )
     return 0
 
