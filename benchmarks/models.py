@@ -204,7 +204,113 @@ def section_c_gpu_forward(repeats: int = 10, warmup: int = 3) -> Table:
     return Table("(c) FLUX.1-dev forward, CUDA bf16", ("model", "s / forward", "x floor"), rows, note)
 
 
-SECTIONS: dict[str, Callable[..., Table]] = {"a": section_a_cpu_forward, "c": section_c_gpu_forward}
+# --- (b) loading: peak RSS and seconds vs file size (section owned by "formats") -------------------
+
+_LOAD_CHILD = """
+import json, os, sys, time
+import torch
+sys.path.insert(0, sys.argv[1])
+from models.formats import load_flux_transformer
+import models.flux.model, models.text.layouts  # imported by the loader on first use; not part of the timing
+
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024
+
+path, weight_dtype = sys.argv[2], (sys.argv[3] if sys.argv[3] != "default" else None)
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset the peak-RSS counter (VmHWM) after imports
+before = status("VmRSS:")
+start = time.perf_counter()
+model = load_flux_transformer(path, weight_dtype=weight_dtype)
+loaded = time.perf_counter() - start
+touched = sum(int(p.detach().view(-1).view(torch.uint8)[::4096].sum()) for p in model.parameters())
+total = time.perf_counter() - start
+stored = sum(p.numel() * p.element_size() for p in model.parameters())
+print(json.dumps({"load_s": loaded, "touch_s": total, "peak": status("VmHWM:") - before, "stored": stored}))
+"""
+
+
+def _evict(path: Path) -> None:
+    """Drop a file's pages from the page cache so a load reads from disk (no root needed)."""
+    import os
+
+    files = [path] if path.is_file() else [p for p in path.iterdir() if p.is_file()]
+    for file in files:
+        fd = os.open(file, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def _load_in_child(path: Path, weight_dtype: str) -> dict:
+    import json
+    import subprocess
+
+    _evict(path)
+    repo = str(Path(__file__).resolve().parent.parent)
+    out = subprocess.run([sys.executable, "-c", _LOAD_CHILD, repo, str(path), weight_dtype], capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def section_b_load(repeats: int = 1, hidden: int = 3072, depth: int = 1, single: int = 2) -> Table:
+    """(b) load a ~1.4 GB random bf16 checkpoint (real FLUX.1 widths, fewer blocks): peak RSS and seconds.
+
+    Rows: BFL file as stored (mmap), BFL file cast to fp8 on load (pread + cast per tensor), and the
+    same weights as a 2-shard diffusers folder (pread + q/k/v fused per block). Each load runs in a
+    fresh process with the file evicted from the page cache; peak RSS is the VmHWM delta over the
+    load plus touching every weight page.
+    """
+    import shutil
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    from models.tiny.demo import _write_sharded
+
+    params = FluxParams(hidden_size=hidden, num_heads=hidden // 128, depth=depth, depth_single_blocks=single)
+    with torch.device("meta"):
+        model = Flux(params)
+    g = torch.Generator().manual_seed(0)
+    state = {k: (torch.randn(v.shape, generator=g) * 0.02).to(torch.bfloat16) for k, v in model.state_dict().items()}
+    rows = []
+    tmp = Path(tempfile.mkdtemp(prefix="fluxloom-load-bench-"))
+    try:
+        bfl = tmp / "flux-bench.safetensors"
+        save_file(state, str(bfl))
+        size = bfl.stat().st_size
+        cases = [("BFL file, as stored (mmap)", bfl, "default"), ("BFL file -> fp8_e4m3fn", bfl, "fp8_e4m3fn")]
+        for label, path, dtype in cases:
+            runs = [_load_in_child(path, dtype) for _ in range(repeats)]
+            rows.append(_load_row(label, size, runs))
+        bfl.unlink()
+        folder = tmp / "transformer"
+        _write_sharded(folder, bfl_to_diffusers_transformer(state), "diffusion_pytorch_model", shards=2)
+        del state
+        dsize = sum(p.stat().st_size for p in folder.iterdir())
+        runs = [_load_in_child(folder, "default") for _ in range(repeats)]
+        rows.append(_load_row("diffusers folder (2 shards, converted)", dsize, runs))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    note = (f"FluxParams hidden {hidden}, {depth} double + {single} single blocks, bf16 random weights; "
+            f"cold page cache (posix_fadvise DONTNEED); median of {repeats} fresh process(es); 'load' is the "
+            f"loader call, '+ touch' adds reading one byte of every 4 KiB page of the weights")
+    return Table("(b) checkpoint loading: peak RSS and time",
+                 ("case", "file GB", "stored GB", "load s", "load + touch s", "peak RSS GB", "peak / file"),
+                 tuple(rows), note)
+
+
+def _load_row(label: str, size: int, runs: list[dict]) -> tuple[str, ...]:
+    med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    return (label, f"{size / 1e9:.2f}", f"{med['stored'] / 1e9:.2f}", f"{med['load_s']:.2f}",
+            f"{med['touch_s']:.2f}", f"{med['peak'] / 1e9:.2f}", f"{med['peak'] / size:.2f}")
+
+
+SECTIONS: dict[str, Callable[..., Table]] = {"a": section_a_cpu_forward, "b": section_b_load, "c": section_c_gpu_forward}
 
 
 def main() -> None:
