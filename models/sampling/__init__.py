@@ -5,6 +5,7 @@ Depends only on the denoiser contract (`contract.py`), never on a model architec
 
 from __future__ import annotations
 
+from .brownian import brownian_noise_sampler
 from .contract import Denoiser, NoiseSampler, SamplerFn, ShouldStop, StepCallback, StepInfo
 from .errors import Interrupted, SamplingError
 from .guiders import (
@@ -18,7 +19,7 @@ from .guiders import (
 from .model_sampling import FlowModelSampling
 from .noise import make_noise_sampler, prepare_noise
 from .sample import sample
-from .samplers import SAMPLER_NAMES, SAMPLERS, STOCHASTIC_SAMPLERS, get_sampler
+from .samplers import BROWNIAN_NOISE_SAMPLERS, SAMPLER_NAMES, SAMPLERS, STOCHASTIC_SAMPLERS, get_sampler
 from .schedules import (
     SCHEDULER_NAMES,
     SCHEDULERS,
@@ -29,6 +30,7 @@ from .schedules import (
 )
 
 __all__ = [
+    "BROWNIAN_NOISE_SAMPLERS",
     "SAMPLERS",
     "SAMPLER_NAMES",
     "SCHEDULERS",
@@ -44,6 +46,7 @@ __all__ = [
     "StepCallback",
     "StepInfo",
     "batch_tensor_conds",
+    "brownian_noise_sampler",
     "calculate_sigmas",
     "cfg_combine",
     "cfg_denoiser",

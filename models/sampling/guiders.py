@@ -53,8 +53,9 @@ def cfg_denoiser(
 
         return conditional
 
+    both = batch_conds(positive, negative) if batch_conds is not None else None  # once, not per call
+
     def guided(x: Tensor, sigma: Tensor) -> Tensor:
-        both = batch_conds(positive, negative) if batch_conds is not None else None
         if both is not None:
             cond_x0, uncond_x0 = model_fn(torch.cat([x, x]), torch.cat([sigma, sigma]), both).chunk(2)
         else:
