@@ -270,7 +270,7 @@ def section_b_load(repeats: int = 1, hidden: int = 3072, depth: int = 1, single:
 
     from safetensors.torch import save_file
 
-    from models.tiny.demo import _write_sharded
+    from models.tiny.demo import write_sharded
 
     params = FluxParams(hidden_size=hidden, num_heads=hidden // 128, depth=depth, depth_single_blocks=single)
     with torch.device("meta"):
@@ -289,7 +289,7 @@ def section_b_load(repeats: int = 1, hidden: int = 3072, depth: int = 1, single:
             rows.append(_load_row(label, size, runs))
         bfl.unlink()
         folder = tmp / "transformer"
-        _write_sharded(folder, bfl_to_diffusers_transformer(state), "diffusion_pytorch_model", shards=2)
+        write_sharded(folder, bfl_to_diffusers_transformer(state), "diffusion_pytorch_model", shards=2)
         del state
         dsize = sum(p.stat().st_size for p in folder.iterdir())
         runs = [_load_in_child(folder, "default") for _ in range(repeats)]

@@ -104,7 +104,7 @@ def vae_config(params=TINY_AE) -> dict:
     }
 
 
-def _write_sharded(folder: Path, state: Mapping[str, torch.Tensor], stem: str, shards: int) -> list[Path]:
+def write_sharded(folder: Path, state: Mapping[str, torch.Tensor], stem: str, shards: int) -> list[Path]:
     """Split `state` into `shards` files plus `<stem>.safetensors.index.json`, diffusers style."""
     keys = sorted(state)
     per = -(-len(keys) // shards)
@@ -140,7 +140,7 @@ def write_diffusers_pipeline(folder: Path, *, flux_state, vae_state, clip_state,
         "max_image_seq_len": 4096,
     }))
     written.append(_json(folder / "transformer" / "config.json", transformer_config()))
-    written += _write_sharded(folder / "transformer", bfl_to_diffusers_transformer(flux_state),
+    written += write_sharded(folder / "transformer", bfl_to_diffusers_transformer(flux_state),
                               "diffusion_pytorch_model", shards=2)
     written.append(_json(folder / "vae" / "config.json", vae_config()))
     written.append(_save(folder / "vae" / "diffusion_pytorch_model.safetensors", bfl_to_diffusers_vae(vae_state)))
@@ -149,7 +149,7 @@ def write_diffusers_pipeline(folder: Path, *, flux_state, vae_state, clip_state,
     written.append(_save(folder / "text_encoder" / "model.safetensors", clip_state))
     t5_conf = t5_config(TINY_T5).to_dict() | {"architectures": ["T5EncoderModel"]}
     written.append(_json(folder / "text_encoder_2" / "config.json", t5_conf))
-    written += _write_sharded(folder / "text_encoder_2", t5_state, "model", shards=2)
+    written += write_sharded(folder / "text_encoder_2", t5_state, "model", shards=2)
     for sub, tokenizer in (("tokenizer", tokenizers.get("clip_l")), ("tokenizer_2", tokenizers.get("t5xxl"))):
         if tokenizer is not None:  # trained once: copy the files written under tokenizers/
             (folder / sub).mkdir(parents=True, exist_ok=True)
