@@ -48,7 +48,8 @@ def encode_text(ctx: NodeContext, clip: Any, clip_text: str, t5_text: str) -> tu
     from models.text.encode import encode_flux_prompt
 
     encoders = clip.encoders
-    modules = [m for m in (encoders.clip, encoders.t5) if m is not None]
+    # DualCLIPLoader's device "cpu" keeps the encoders off the compute device
+    modules = [m for m in (encoders.clip, encoders.t5) if m is not None] if clip.device != "cpu" else []
     with use_models(ctx, *modules):
         return encode_flux_prompt(encoders, clip_text, t5_text, t5_max_length=clip.t5_max_length)
 
