@@ -20,21 +20,23 @@ import yaml
 log = logging.getLogger(__name__)
 
 # kind -> subfolders of the models root searched for it, in order (ComfyUI's names and legacy names)
-DEFAULT_FOLDERS: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "checkpoints": ("checkpoints",),
-    "diffusion_models": ("diffusion_models", "unet"),
-    "text_encoders": ("text_encoders", "clip"),
-    "vae": ("vae",),
-    "loras": ("loras",),
-    "controlnet": ("controlnet", "t2i_adapter"),
-    "clip_vision": ("clip_vision",),
-    "style_models": ("style_models",),
-    "ipadapter": ("ipadapter",),
-    "upscale_models": ("upscale_models",),
-    "embeddings": ("embeddings",),
-    "diffusers": ("diffusers",),
-    "tokenizers": ("tokenizers",),
-})
+DEFAULT_FOLDERS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "checkpoints": ("checkpoints",),
+        "diffusion_models": ("diffusion_models", "unet"),
+        "text_encoders": ("text_encoders", "clip"),
+        "vae": ("vae",),
+        "loras": ("loras",),
+        "controlnet": ("controlnet", "t2i_adapter"),
+        "clip_vision": ("clip_vision",),
+        "style_models": ("style_models",),
+        "ipadapter": ("ipadapter",),
+        "upscale_models": ("upscale_models",),
+        "embeddings": ("embeddings",),
+        "diffusers": ("diffusers",),
+        "tokenizers": ("tokenizers",),
+    }
+)
 ALIASES: Mapping[str, str] = MappingProxyType({"unet": "diffusion_models", "clip": "text_encoders"})
 MODEL_EXTENSIONS = frozenset({".safetensors", ".sft", ".ckpt", ".pt", ".bin", ".pth"})
 # Kinds whose entries may be diffusers-style folders (listed as one name, not descended into).
@@ -115,7 +117,9 @@ class ModelPaths:
         if data is None:
             return self
         if not isinstance(data, dict):
-            raise ExtraPathsConfigError(f"{config}: expected sections of folder settings, got {type(data).__name__}")
+            raise ExtraPathsConfigError(
+                f"{config}: expected sections of folder settings, got {type(data).__name__}"
+            )
         paths = self
         for section, conf in data.items():
             if conf is None:
@@ -128,8 +132,9 @@ class ModelPaths:
             base_dir = _expand(str(base), config.parent) if base else None
             for kind, value in conf.items():
                 if not isinstance(value, str):
-                    raise ExtraPathsConfigError(f"{config}: {section}.{kind} must be a path or lines of paths, "
-                                                f"got {value!r}")
+                    raise ExtraPathsConfigError(
+                        f"{config}: {section}.{kind} must be a path or lines of paths, got {value!r}"
+                    )
                 for line in value.splitlines():
                     line = line.strip()
                     if line:

@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from models.formats.errors import CheckpointFormatError, UnsupportedFormatError
+from models import formats
+from models.formats.errors import CheckpointFormatError, UnsupportedFormatError, WrongFamilyError
 from models.formats.fp8 import CastLinear
 from models.formats.header import inspect_file, inspect_weights
 from models.formats.lazy import Source, load_module
@@ -34,7 +35,10 @@ def toy(seed: int = 0) -> Toy:
 
 
 def save(module: nn.Module, path, dtype=None, *, prefix: str = "", extra=None, metadata=None):
-    sd = {prefix + k: (v.to(dtype) if dtype is not None else v).contiguous() for k, v in module.state_dict().items()}
+    sd = {
+        prefix + k: (v.to(dtype) if dtype is not None else v).contiguous()
+        for k, v in module.state_dict().items()
+    }
     sd.update(extra or {})
     save_file(sd, str(path), metadata=metadata)
     return path
@@ -45,11 +49,18 @@ IDS = torch.tensor([[1, 2, 3, 10]])
 
 # --- headers -------------------------------------------------------------------------------------
 
+
 def test_inspect_reads_shapes_dtypes_metadata_without_tensors(tmp_path):
     path = save(toy(), tmp_path / "t.safetensors", torch.bfloat16, metadata={"modelspec.title": "toy"})
     info = inspect_file(path)
-    assert info.shapes == {"emb.weight": (11, 16), "lin.weight": (32, 16), "lin.bias": (32,),
-                           "norm.weight": (32,), "norm.bias": (32,), "out.weight": (8, 32)}
+    assert info.shapes == {
+        "emb.weight": (11, 16),
+        "lin.weight": (32, 16),
+        "lin.bias": (32,),
+        "norm.weight": (32,),
+        "norm.bias": (32,),
+        "out.weight": (8, 32),
+    }
     assert {t.dtype for t in info.tensors.values()} == {"BF16"}
     assert info.metadata == {"modelspec.title": "toy"}
     assert info.data_bytes == sum(v.numel() * 2 for v in toy().state_dict().values())
@@ -60,7 +71,9 @@ def test_truncated_file_names_file_and_tensor(tmp_path):
     path = save(toy(), tmp_path / "cut.safetensors")
     data = path.read_bytes()
     path.write_bytes(data[:-100])
-    with pytest.raises(CheckpointFormatError, match=r"cut\.safetensors.*truncated.*'out\.weight'|cut\.safetensors.*truncated"):
+    with pytest.raises(
+        CheckpointFormatError, match=r"cut\.safetensors.*truncated.*'out\.weight'|cut\.safetensors.*truncated"
+    ):
         inspect_file(path)
     path.write_bytes(data[:20])
     with pytest.raises(CheckpointFormatError, match=r"cut\.safetensors: header length"):
@@ -105,7 +118,9 @@ def test_sharded_index_merges_and_checks(tmp_path):
     b = {k: v for k, v in sd.items() if k not in a}
     save_file(a, str(tmp_path / "m-00001-of-00002.safetensors"))
     save_file(b, str(tmp_path / "m-00002-of-00002.safetensors"))
-    weight_map = {k: "m-00001-of-00002.safetensors" for k in a} | {k: "m-00002-of-00002.safetensors" for k in b}
+    weight_map = {k: "m-00001-of-00002.safetensors" for k in a} | {
+        k: "m-00002-of-00002.safetensors" for k in b
+    }
     (tmp_path / "m.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     info = inspect_weights(tmp_path)
     assert set(info) == set(sd) and len(info.files) == 2
@@ -122,6 +137,7 @@ def test_sharded_index_merges_and_checks(tmp_path):
 
 
 # --- lazy loading -------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_lazy_load_matches_source_module(tmp_path, dtype):
@@ -147,7 +163,9 @@ def test_fp8_file_stays_fp8_and_computes_close_to_fp32(tmp_path, fp8):
     ref = toy()
     sd = {k: v.to(fp8) if k.endswith("weight") else v for k, v in ref.state_dict().items()}  # norms fp8 too
     save_file(sd, str(tmp_path / "f8.safetensors"))
-    module = load_module(Toy, Source(inspect_weights(tmp_path / "f8.safetensors")), compute_dtype=torch.float32)
+    module = load_module(
+        Toy, Source(inspect_weights(tmp_path / "f8.safetensors")), compute_dtype=torch.float32
+    )
     assert module.lin.weight.dtype == fp8 and module.out.weight.dtype == fp8
     assert isinstance(module.lin, CastLinear) and module.lin.weight.dtype == fp8
     assert module.norm.weight.dtype == torch.float32 and module.emb.weight.dtype == torch.float32  # upcast
@@ -181,7 +199,9 @@ def test_scaled_fp8_dequantizes_with_scale_weight(tmp_path):
         sd[f"{name}.weight"] = (w / scale).to(torch.float8_e4m3fn)
         extra[f"{name}.scale_weight"] = scale.reshape(1)
     save_file({**sd, **extra}, str(tmp_path / "s.safetensors"))
-    module = load_module(Toy, Source(inspect_weights(tmp_path / "s.safetensors")), compute_dtype=torch.float32)
+    module = load_module(
+        Toy, Source(inspect_weights(tmp_path / "s.safetensors")), compute_dtype=torch.float32
+    )
     assert module.lin.weight.dtype == torch.float8_e4m3fn and module.lin.scale_weight is not None
     assert "lin.scale_weight" not in module.state_dict()
     err = (module(IDS) - ref(IDS)).abs().max() / ref(IDS).abs().max()
@@ -191,13 +211,17 @@ def test_scaled_fp8_dequantizes_with_scale_weight(tmp_path):
 def test_missing_unexpected_and_misshaped_tensors_name_the_file(tmp_path):
     sd = dict(toy().state_dict())
     save_file({k: v for k, v in sd.items() if k != "norm.bias"}, str(tmp_path / "missing.safetensors"))
-    with pytest.raises(CheckpointFormatError, match="missing.safetensors.*missing from the checkpoint.*norm.bias"):
+    with pytest.raises(
+        CheckpointFormatError, match="missing.safetensors.*missing from the checkpoint.*norm.bias"
+    ):
         load_module(Toy, Source(inspect_weights(tmp_path / "missing.safetensors")))
     save_file({**sd, "extra.weight": torch.zeros(1)}, str(tmp_path / "extra.safetensors"))
     with pytest.raises(CheckpointFormatError, match="extra.safetensors.*does not have.*extra.weight"):
         load_module(Toy, Source(inspect_weights(tmp_path / "extra.safetensors")))
     save_file({**sd, "lin.weight": torch.zeros(32, 17)}, str(tmp_path / "shape.safetensors"))
-    with pytest.raises(CheckpointFormatError, match=r"shape.safetensors.*lin.weight: file \(32, 17\) vs model \(32, 16\)"):
+    with pytest.raises(
+        CheckpointFormatError, match=r"shape.safetensors.*lin.weight: file \(32, 17\) vs model \(32, 16\)"
+    ):
         load_module(Toy, Source(inspect_weights(tmp_path / "shape.safetensors")))
 
 
@@ -222,8 +246,9 @@ def test_converter_groups_see_related_keys_together(tmp_path):
                 out[k.replace("proj_in.", "lin.")] = v
         return out
 
-    source = Source(inspect_weights(tmp_path / "c.safetensors"), convert=convert,
-                    group_of=lambda k: k.split(".")[0])
+    source = Source(
+        inspect_weights(tmp_path / "c.safetensors"), convert=convert, group_of=lambda k: k.split(".")[0]
+    )
     module = load_module(Toy, source)
     torch.testing.assert_close(module(IDS), ref(IDS), rtol=0, atol=0)
     assert ["proj_in.a.weight", "proj_in.b.weight", "proj_in.bias"] in seen_groups
@@ -231,18 +256,26 @@ def test_converter_groups_see_related_keys_together(tmp_path):
 
 # --- families, wrong files, unsupported formats (on the tiny demo files) -------------------------
 
-from models import formats  # noqa: E402
-from models.formats.errors import WrongFamilyError  # noqa: E402
 
-
-@pytest.mark.parametrize(("loader", "name", "expected", "found"), [
-    (formats.load_flux_transformer, "vae/ae.safetensors", "FLUX.1 diffusion model", "FLUX.1 VAE"),
-    (formats.load_autoencoder, "text_encoders/clip_l.safetensors", "FLUX.1 VAE", "CLIP-L text encoder"),
-    (formats.load_text_encoder, "diffusion_models/flux1-dev.safetensors", "CLIP-L or T5-XXL",
-     "FLUX.1 diffusion model"),
-    (formats.load_checkpoint, "text_encoders/t5xxl_fp16.safetensors", "all-in-one checkpoint",
-     "T5-XXL text encoder"),
-])
+@pytest.mark.parametrize(
+    ("loader", "name", "expected", "found"),
+    [
+        (formats.load_flux_transformer, "vae/ae.safetensors", "FLUX.1 diffusion model", "FLUX.1 VAE"),
+        (formats.load_autoencoder, "text_encoders/clip_l.safetensors", "FLUX.1 VAE", "CLIP-L text encoder"),
+        (
+            formats.load_text_encoder,
+            "diffusion_models/flux1-dev.safetensors",
+            "CLIP-L or T5-XXL",
+            "FLUX.1 diffusion model",
+        ),
+        (
+            formats.load_checkpoint,
+            "text_encoders/t5xxl_fp16.safetensors",
+            "all-in-one checkpoint",
+            "T5-XXL text encoder",
+        ),
+    ],
+)
 def test_wrong_family_names_file_expected_and_found(demo_models_dir, loader, name, expected, found):
     with pytest.raises(WrongFamilyError) as info:
         loader(demo_models_dir / name)
@@ -263,7 +296,9 @@ def test_truncated_checkpoint_fails_before_building(demo_models_dir, tmp_path):
     data = (demo_models_dir / "diffusion_models" / "flux1-dev.safetensors").read_bytes()
     cut = tmp_path / "flux1-dev.safetensors"
     cut.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointFormatError, match=r"flux1-dev.safetensors: truncated: tensor '.*' ends at byte"):
+    with pytest.raises(
+        CheckpointFormatError, match=r"flux1-dev.safetensors: truncated: tensor '.*' ends at byte"
+    ):
         formats.load_flux_transformer(cut)
     # a shard of a diffusers folder missing
     import shutil
@@ -271,7 +306,9 @@ def test_truncated_checkpoint_fails_before_building(demo_models_dir, tmp_path):
     folder = tmp_path / "pipe"
     shutil.copytree(demo_models_dir / "diffusers" / "FLUX.1-dev-tiny" / "transformer", folder)
     (folder / "diffusion_pytorch_model-00002-of-00002.safetensors").unlink()
-    with pytest.raises(CheckpointFormatError, match="diffusion_pytorch_model-00002-of-00002.safetensors: file not found"):
+    with pytest.raises(
+        CheckpointFormatError, match="diffusion_pytorch_model-00002-of-00002.safetensors: file not found"
+    ):
         formats.load_flux_transformer(folder)
 
 
@@ -279,18 +316,26 @@ def test_mismatched_tensor_in_a_real_layout_names_the_key(tmp_path, demo_models_
     from safetensors.torch import load_file
 
     state = load_file(str(demo_models_dir / "diffusion_models" / "flux1-dev.safetensors"))
-    state["double_blocks.1.img_mlp.2.weight"] = state["double_blocks.1.img_mlp.2.weight"][:, :100].contiguous()
+    state["double_blocks.1.img_mlp.2.weight"] = state["double_blocks.1.img_mlp.2.weight"][
+        :, :100
+    ].contiguous()
     save_file(state, str(tmp_path / "bad.safetensors"))
-    with pytest.raises(CheckpointFormatError, match=r"bad.safetensors.*double_blocks.1.img_mlp.2.weight: file "
-                                                    r"\(128, 100\) vs model \(128, 512\)"):
+    with pytest.raises(
+        CheckpointFormatError,
+        match=r"bad.safetensors.*double_blocks.1.img_mlp.2.weight: file "
+        r"\(128, 100\) vs model \(128, 512\)",
+    ):
         formats.load_flux_transformer(tmp_path / "bad.safetensors")
 
 
-@pytest.mark.parametrize(("key", "shape", "match"), [
-    ("double_stream_modulation_img.lin.weight", (4, 4), "FLUX.2"),
-    ("distilled_guidance_layer.in_proj.weight", (4, 4), "Chroma"),
-    ("double_blocks.0.img_attn.qkv.weight.quant_state.bitsandbytes__nf4", (4,), "NF4"),
-])
+@pytest.mark.parametrize(
+    ("key", "shape", "match"),
+    [
+        ("double_stream_modulation_img.lin.weight", (4, 4), "FLUX.2"),
+        ("distilled_guidance_layer.in_proj.weight", (4, 4), "Chroma"),
+        ("double_blocks.0.img_attn.qkv.weight.quant_state.bitsandbytes__nf4", (4,), "NF4"),
+    ],
+)
 def test_unsupported_families_are_refused_by_name(tmp_path, key, shape, match):
     save_file({key: torch.zeros(shape), "img_in.weight": torch.zeros(4, 4)}, str(tmp_path / "m.safetensors"))
     with pytest.raises(UnsupportedFormatError, match=f"m.safetensors: this is .*{match}"):
@@ -318,17 +363,23 @@ def test_prefixed_bfl_file_and_scaled_fp8_transformer(tmp_path, demo_models_dir)
         if value.ndim == 2 and not key.startswith(("img_in", "txt_in")):
             scale = value.float().abs().max() / 448
             scaled[f"model.diffusion_model.{key}"] = (value.float() / scale).to(torch.float8_e4m3fn)
-            scaled[f"model.diffusion_model.{key[:-len('.weight')]}.scale_weight"] = scale.reshape(1)
+            scaled[f"model.diffusion_model.{key[: -len('.weight')]}.scale_weight"] = scale.reshape(1)
         else:
             scaled[f"model.diffusion_model.{key}"] = value
     save_file(scaled, str(tmp_path / "flux1-dev-scaled.safetensors"))
     detection = formats.detect_path(tmp_path / "flux1-dev-scaled.safetensors")
     part = detection.get("flux")
     assert (part.prefix, part.fp8, part.scaled_fp8) == ("model.diffusion_model.", "float8_e4m3fn", True)
-    model = formats.load_flux_transformer(tmp_path / "flux1-dev-scaled.safetensors", compute_dtype=torch.float32)
-    reference = formats.load_flux_transformer(demo_models_dir / "diffusion_models" / "flux1-dev.safetensors",
-                                              compute_dtype=torch.float32)
-    assert model.params == TINY_FLUX_DEV and model.double_blocks[0].img_mlp[0].weight.dtype == torch.float8_e4m3fn
+    model = formats.load_flux_transformer(
+        tmp_path / "flux1-dev-scaled.safetensors", compute_dtype=torch.float32
+    )
+    reference = formats.load_flux_transformer(
+        demo_models_dir / "diffusion_models" / "flux1-dev.safetensors", compute_dtype=torch.float32
+    )
+    assert (
+        model.params == TINY_FLUX_DEV
+        and model.double_blocks[0].img_mlp[0].weight.dtype == torch.float8_e4m3fn
+    )
     from tests.test_tiny_models import flux_inputs
 
     x = flux_inputs(TINY_FLUX_DEV)

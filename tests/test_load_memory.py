@@ -77,17 +77,25 @@ def write_file(path: Path, dtype) -> int:
 
 
 def run_child(path: Path, mode: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, str(REPO), str(path), mode], capture_output=True,
-                         text=True, timeout=120, cwd=REPO)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(REPO), str(path), mode],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize(("file_dtype", "mode"), [
-    ("bfloat16", "as_stored"),  # mmap: the weights are the file's pages
-    ("bfloat16", "fp8"),  # pread + cast per tensor: the result is half the file
-    ("bfloat16", "cast"),  # bf16 -> fp32: the result is twice the file
-])
+@pytest.mark.parametrize(
+    ("file_dtype", "mode"),
+    [
+        ("bfloat16", "as_stored"),  # mmap: the weights are the file's pages
+        ("bfloat16", "fp8"),  # pread + cast per tensor: the result is half the file
+        ("bfloat16", "cast"),  # bf16 -> fp32: the result is twice the file
+    ],
+)
 def test_peak_rss_is_one_copy(tmp_path, file_dtype, mode):
     import torch
 
@@ -95,7 +103,9 @@ def test_peak_rss_is_one_copy(tmp_path, file_dtype, mode):
     size = write_file(path, getattr(torch, file_dtype))  # ~100 MB
     result = run_child(path, mode)
     ratio = result["delta"] / size
-    print(f"{mode}: file {size / 1e6:.1f} MB, stored {result['stored'] / 1e6:.1f} MB, "
-          f"peak RSS delta {result['delta'] / 1e6:.1f} MB ({ratio:.2f}x)")
+    print(
+        f"{mode}: file {size / 1e6:.1f} MB, stored {result['stored'] / 1e6:.1f} MB, "
+        f"peak RSS delta {result['delta'] / 1e6:.1f} MB ({ratio:.2f}x)"
+    )
     assert result["delta"] <= 1.1 * max(size, result["stored"])  # one copy of the larger of file and result
     assert result["delta"] >= 0.9 * result["stored"]  # the measurement does see the weights

@@ -22,8 +22,10 @@ log = logging.getLogger(__name__)
 
 FLUX, AUTOENCODER, CLIP_L, T5XXL = "flux", "autoencoder", "clip_l", "t5xxl"
 DESCRIPTIONS: Mapping[str, str] = {
-    FLUX: "a FLUX.1 diffusion model", AUTOENCODER: "a FLUX.1 VAE",
-    CLIP_L: "a CLIP-L text encoder", T5XXL: "a T5-XXL text encoder",
+    FLUX: "a FLUX.1 diffusion model",
+    AUTOENCODER: "a FLUX.1 VAE",
+    CLIP_L: "a CLIP-L text encoder",
+    T5XXL: "a T5-XXL text encoder",
 }
 
 # (family, layout, marker key suffix); the prefix is whatever precedes the marker
@@ -156,7 +158,10 @@ def detect_path(path: str | Path) -> Detection:
 
 # diffusers pipeline subfolder -> family it must hold
 PIPELINE_PARTS: Mapping[str, str] = {
-    "transformer": FLUX, "vae": AUTOENCODER, "text_encoder": CLIP_L, "text_encoder_2": T5XXL,
+    "transformer": FLUX,
+    "vae": AUTOENCODER,
+    "text_encoder": CLIP_L,
+    "text_encoder_2": T5XXL,
 }
 
 

@@ -66,8 +66,9 @@ class CastLinear(nn.Linear):
         linear.register_buffer("scale_weight", scale, persistent=False)
 
 
-def adopt_cast_linears(module: nn.Module, compute_dtype: torch.dtype,
-                       scales: Mapping[str, torch.Tensor] | None = None) -> int:
+def adopt_cast_linears(
+    module: nn.Module, compute_dtype: torch.dtype, scales: Mapping[str, torch.Tensor] | None = None
+) -> int:
     """Swap every Linear whose weight is not stored in `compute_dtype` (or that has a scale) to CastLinear.
 
     `scales` maps module names ("double_blocks.0.img_attn.qkv") to scale_weight tensors.
@@ -87,7 +88,9 @@ def adopt_cast_linears(module: nn.Module, compute_dtype: torch.dtype,
 
 def linear_weight_keys(module: nn.Module) -> frozenset[str]:
     """State-dict keys of the weights of every nn.Linear in `module`."""
-    return frozenset(f"{name}.weight" for name, child in module.named_modules() if isinstance(child, nn.Linear))
+    return frozenset(
+        f"{name}.weight" for name, child in module.named_modules() if isinstance(child, nn.Linear)
+    )
 
 
 def keep_in_compute_dtype_keys(module: nn.Module) -> frozenset[str]:

@@ -20,12 +20,22 @@ import torch
 from .errors import CheckpointFormatError, UnsupportedFormatError
 
 # safetensors dtype tag -> (torch dtype, bytes per element)
-DTYPES: Mapping[str, tuple[torch.dtype, int]] = MappingProxyType({
-    "F64": (torch.float64, 8), "F32": (torch.float32, 4), "F16": (torch.float16, 2),
-    "BF16": (torch.bfloat16, 2), "F8_E4M3": (torch.float8_e4m3fn, 1), "F8_E5M2": (torch.float8_e5m2, 1),
-    "I64": (torch.int64, 8), "I32": (torch.int32, 4), "I16": (torch.int16, 2), "I8": (torch.int8, 1),
-    "U8": (torch.uint8, 1), "BOOL": (torch.bool, 1),
-})
+DTYPES: Mapping[str, tuple[torch.dtype, int]] = MappingProxyType(
+    {
+        "F64": (torch.float64, 8),
+        "F32": (torch.float32, 4),
+        "F16": (torch.float16, 2),
+        "BF16": (torch.bfloat16, 2),
+        "F8_E4M3": (torch.float8_e4m3fn, 1),
+        "F8_E5M2": (torch.float8_e5m2, 1),
+        "I64": (torch.int64, 8),
+        "I32": (torch.int32, 4),
+        "I16": (torch.int16, 2),
+        "I8": (torch.int8, 1),
+        "U8": (torch.uint8, 1),
+        "BOOL": (torch.bool, 1),
+    }
+)
 FP8_TAGS = frozenset({"F8_E4M3", "F8_E5M2"})
 MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit
 _PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -93,8 +103,9 @@ class WeightsInfo:
         for i, info in enumerate(self.files):
             for key in info.tensors:
                 if key in owner:
-                    raise CheckpointFormatError(info.path, f"tensor {key!r} also appears in "
-                                                           f"{self.files[owner[key]].path.name}")
+                    raise CheckpointFormatError(
+                        info.path, f"tensor {key!r} also appears in {self.files[owner[key]].path.name}"
+                    )
                 owner[key] = i
         object.__setattr__(self, "owner", MappingProxyType(owner))
 
@@ -156,21 +167,30 @@ def inspect_file(path: str | Path) -> FileInfo:
         raise CheckpointFormatError(path, "__metadata__ is not a JSON object")
     data_size = size - 8 - n
     tensors = {key: _tensor_entry(path, key, entry, data_size) for key, entry in header.items()}
-    return FileInfo(path, MappingProxyType(tensors), MappingProxyType({str(k): str(v) for k, v in metadata.items()}),
-                    n, size)
+    return FileInfo(
+        path,
+        MappingProxyType(tensors),
+        MappingProxyType({str(k): str(v) for k, v in metadata.items()}),
+        n,
+        size,
+    )
 
 
 def _raise_not_safetensors(path: Path, head: bytes, size: int, n: int) -> None:
     if head[:4] == b"GGUF":
         raise UnsupportedFormatError(path, "GGUF files are not supported; use a .safetensors checkpoint")
     if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
-        raise UnsupportedFormatError(path, "pickled (.ckpt/.pt) checkpoints are not loaded for safety; "
-                                           "convert it to .safetensors")
+        raise UnsupportedFormatError(
+            path, "pickled (.ckpt/.pt) checkpoints are not loaded for safety; convert it to .safetensors"
+        )
     if n < 0:
-        raise CheckpointFormatError(path, f"file is {size} bytes; a safetensors file starts with an "
-                                          "8-byte header length")
-    raise CheckpointFormatError(path, f"header length {n} does not fit a {size}-byte file "
-                                      "(truncated download or not a safetensors file)")
+        raise CheckpointFormatError(
+            path, f"file is {size} bytes; a safetensors file starts with an 8-byte header length"
+        )
+    raise CheckpointFormatError(
+        path,
+        f"header length {n} does not fit a {size}-byte file (truncated download or not a safetensors file)",
+    )
 
 
 def _tensor_entry(path: Path, key: str, entry: object, data_size: int) -> TensorInfo:
@@ -183,15 +203,23 @@ def _tensor_entry(path: Path, key: str, entry: object, data_size: int) -> Tensor
         shape_t = tuple(int(d) for d in shape)
         start, end = (int(o) for o in offsets)
     except (TypeError, ValueError):
-        raise CheckpointFormatError(path, f"tensor {key!r}: bad shape {shape!r} or offsets {offsets!r}") from None
+        raise CheckpointFormatError(
+            path, f"tensor {key!r}: bad shape {shape!r} or offsets {offsets!r}"
+        ) from None
     info = TensorInfo(tag, shape_t, start, end)
     expected = info.numel * DTYPES[tag][1]
     if start < 0 or end - start != expected:
-        raise CheckpointFormatError(path, f"tensor {key!r}: {tag}{list(shape_t)} needs {expected} bytes, "
-                                          f"header gives range [{start}, {end})")
+        raise CheckpointFormatError(
+            path,
+            f"tensor {key!r}: {tag}{list(shape_t)} needs {expected} bytes, "
+            f"header gives range [{start}, {end})",
+        )
     if end > data_size:
-        raise CheckpointFormatError(path, f"truncated: tensor {key!r} ends at byte {end} of the data block "
-                                          f"but only {data_size} bytes are present")
+        raise CheckpointFormatError(
+            path,
+            f"truncated: tensor {key!r} ends at byte {end} of the data block "
+            f"but only {data_size} bytes are present",
+        )
     return info
 
 
@@ -235,6 +263,8 @@ def _inspect_index(index: Path, named: Path) -> WeightsInfo:
     present = {k for s in shards for k in s.tensors}
     missing = sorted(set(weight_map) - present)
     if missing:
-        raise CheckpointFormatError(index, f"{len(missing)} tensors listed in the index are missing from the "
-                                           f"shards, e.g. {missing[:3]}")
+        raise CheckpointFormatError(
+            index,
+            f"{len(missing)} tensors listed in the index are missing from the shards, e.g. {missing[:3]}",
+        )
     return WeightsInfo(named, shards, {})

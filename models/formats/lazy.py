@@ -72,7 +72,9 @@ class TensorReader:
         try:
             return self._handle(index).get_tensor(key)  # type: ignore[attr-defined]
         except Exception as exc:
-            raise CheckpointFormatError(self.info.files[index].path, f"cannot read tensor {key!r}: {exc}") from None
+            raise CheckpointFormatError(
+                self.info.files[index].path, f"cannot read tensor {key!r}: {exc}"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,7 @@ class Source:
         for key in self.info:
             if not key.startswith(self.prefix):
                 continue
-            local = key[len(self.prefix):]
+            local = key[len(self.prefix) :]
             if local == SCALED_FP8_MARKER or local.endswith(SCALE_SUFFIXES):
                 continue
             if self.ignore is not None and self.ignore(local):
@@ -155,22 +157,26 @@ def load_module(
         module = build()
     keys = source.keys()
     compute = compute_dtype or infer_compute_dtype(source.info, keys)
-    policy = DtypePolicy(compute, linear_dtype, linear_weight_keys(module), keep_in_compute_dtype_keys(module))
+    policy = DtypePolicy(
+        compute, linear_dtype, linear_weight_keys(module), keep_in_compute_dtype_keys(module)
+    )
     scales = _scales(source)
     identity = source.convert is None and all(
-        policy.target(k[len(source.prefix):], source.info.tensor(k).torch_dtype) == source.info.tensor(k).torch_dtype
+        policy.target(k[len(source.prefix) :], source.info.tensor(k).torch_dtype)
+        == source.info.tensor(k).torch_dtype
         for k in keys
     )
     state: dict[str, torch.Tensor] = {}
     with TensorReader(source.info, copy=not identity) as reader:
         for group in _groups(keys, source):
-            tensors = {k[len(source.prefix):]: reader.get(k) for k in group}
+            tensors = {k[len(source.prefix) :]: reader.get(k) for k in group}
             if source.convert is not None:
                 try:
                     tensors = source.convert(tensors)
                 except (KeyError, ValueError, RuntimeError) as exc:
-                    raise CheckpointFormatError(path, f"layout conversion failed on {sorted(tensors)[:3]}: "
-                                                      f"{exc}") from None
+                    raise CheckpointFormatError(
+                        path, f"layout conversion failed on {sorted(tensors)[:3]}: {exc}"
+                    ) from None
             for key, tensor in tensors.items():
                 state[key] = tensor.to(policy.target(key, tensor.dtype))
             del tensors
@@ -181,15 +187,21 @@ def load_module(
         raise CheckpointFormatError(path, f"weights do not fit the model: {exc}") from None
     del state
     if result.unexpected_keys:
-        raise CheckpointFormatError(path, f"{len(result.unexpected_keys)} tensors the model does not have, e.g. "
-                                          f"{sorted(result.unexpected_keys)[:5]}")
+        raise CheckpointFormatError(
+            path,
+            f"{len(result.unexpected_keys)} tensors the model does not have, e.g. "
+            f"{sorted(result.unexpected_keys)[:5]}",
+        )
     if materialize is not None:
         materialize(module)
     missing = [n for n, t in _named_tensors(module) if t.is_meta]
     if missing:
-        raise CheckpointFormatError(path, f"{len(missing)} tensors missing from the checkpoint"
-                                          f"{' under ' + repr(source.prefix) if source.prefix else ''}, "
-                                          f"e.g. {missing[:5]}")
+        raise CheckpointFormatError(
+            path,
+            f"{len(missing)} tensors missing from the checkpoint"
+            f"{' under ' + repr(source.prefix) if source.prefix else ''}, "
+            f"e.g. {missing[:5]}",
+        )
     swapped = adopt_cast_linears(module, compute, scales)
     if swapped:
         log.debug("%s: %d Linear layers compute in %s from narrower storage", path, swapped, compute)
@@ -203,7 +215,7 @@ def _groups(keys: list[str], source: Source) -> Iterator[list[str]]:
         return
     groups: dict[str, list[str]] = {}
     for key in keys:
-        local = key[len(source.prefix):]
+        local = key[len(source.prefix) :]
         groups.setdefault(source.group_of(local) if source.group_of else "", []).append(key)
     yield from groups.values()
 
@@ -214,9 +226,13 @@ def _scales(source: Source) -> dict[str, torch.Tensor]:
     if not names:
         return {}
     if source.convert is not None:
-        raise CheckpointFormatError(source.info.path, "scaled-fp8 weights are only supported in the BFL layout")
+        raise CheckpointFormatError(
+            source.info.path, "scaled-fp8 weights are only supported in the BFL layout"
+        )
     with TensorReader(source.info, copy=True) as reader:
-        return {k[len(source.prefix):-len(".scale_weight")]: reader.get(k).float().reshape(()) for k in names}
+        return {
+            k[len(source.prefix) : -len(".scale_weight")]: reader.get(k).float().reshape(()) for k in names
+        }
 
 
 def _named_tensors(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
@@ -226,7 +242,10 @@ def _named_tensors(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
 
 def _check_shapes(module: nn.Module, state: Mapping[str, torch.Tensor], path) -> None:
     expected = {k: tuple(t.shape) for k, t in module.state_dict(keep_vars=True).items()}
-    wrong = [f"{k}: file {tuple(t.shape)} vs model {expected[k]}"
-             for k, t in state.items() if k in expected and tuple(t.shape) != expected[k]]
+    wrong = [
+        f"{k}: file {tuple(t.shape)} vs model {expected[k]}"
+        for k, t in state.items()
+        if k in expected and tuple(t.shape) != expected[k]
+    ]
     if wrong:
         raise CheckpointFormatError(path, f"{len(wrong)} tensors have the wrong shape, e.g. {wrong[:3]}")

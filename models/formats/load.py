@@ -35,7 +35,9 @@ class LoadedCheckpoint:
 
     path: Path
     flux: Any  # models.flux.model.Flux
-    text_encoders: Mapping[str, Any] = field(default_factory=dict)  # kind -> models.text.loading.LoadedTextEncoder
+    text_encoders: Mapping[str, Any] = field(
+        default_factory=dict
+    )  # kind -> models.text.loading.LoadedTextEncoder
     vae: Any = None  # models.flux.autoencoder.AutoEncoder
 
 
@@ -72,8 +74,13 @@ def _linear_dtype(weight_dtype: str | torch.dtype | None) -> torch.dtype | None:
 
 # --- diffusion transformer ----------------------------------------------------------------------
 
-def load_flux_component(component: Component, *, weight_dtype: str | torch.dtype | None = None,
-                        compute_dtype: torch.dtype | None = None):
+
+def load_flux_component(
+    component: Component,
+    *,
+    weight_dtype: str | torch.dtype | None = None,
+    compute_dtype: torch.dtype | None = None,
+):
     """The FLUX transformer a detected component describes (see `load_flux_transformer`)."""
     from models.flux.model import Flux
     from models.flux.params import FluxParamsError, detect_flux_params
@@ -95,14 +102,19 @@ def load_flux_component(component: Component, *, weight_dtype: str | torch.dtype
     except (FluxParamsError, ValueError) as exc:
         raise CheckpointFormatError(path, str(exc)) from None
     source = Source(component.info, prefix=component.prefix, convert=convert, group_of=group_of)
-    model = load_module(lambda: Flux(params), source, compute_dtype=compute_dtype,
-                        linear_dtype=_linear_dtype(weight_dtype))
+    model = load_module(
+        lambda: Flux(params), source, compute_dtype=compute_dtype, linear_dtype=_linear_dtype(weight_dtype)
+    )
     log.info("%s: loaded %s", path, component.description)
     return model
 
 
-def load_flux_transformer(path: str | Path, *, weight_dtype: str | torch.dtype | None = None,
-                          compute_dtype: torch.dtype | None = None):
+def load_flux_transformer(
+    path: str | Path,
+    *,
+    weight_dtype: str | torch.dtype | None = None,
+    compute_dtype: torch.dtype | None = None,
+):
     """A `models.flux.model.Flux` (eval, no grad) from any FLUX transformer file or folder.
 
     weight_dtype: storage of Linear weights: None / "default" (as stored: bf16 stays bf16, fp8 stays
@@ -111,11 +123,13 @@ def load_flux_transformer(path: str | Path, *, weight_dtype: str | torch.dtype |
     Raises WrongFamilyError (a VAE, a text encoder, ...), UnsupportedFormatError (FLUX.2, GGUF, NF4,
     pickles) or CheckpointFormatError (truncated, corrupt, inconsistent), each naming the file.
     """
-    return load_flux_component(_require(detect_path(path), FLUX, path), weight_dtype=weight_dtype,
-                               compute_dtype=compute_dtype)
+    return load_flux_component(
+        _require(detect_path(path), FLUX, path), weight_dtype=weight_dtype, compute_dtype=compute_dtype
+    )
 
 
 # --- autoencoder ---------------------------------------------------------------------------------
+
 
 def load_autoencoder_component(component: Component, *, compute_dtype: torch.dtype | None = None):
     """The FLUX VAE a detected component describes (see `load_autoencoder`)."""
@@ -150,21 +164,35 @@ def load_autoencoder_component(component: Component, *, compute_dtype: torch.dty
 def load_autoencoder(path: str | Path, *, compute_dtype: torch.dtype | None = None):
     """A `models.flux.autoencoder.AutoEncoder` from ae.safetensors, a diffusers `vae/` folder or a
     pipeline / all-in-one checkpoint holding one. Errors as for `load_flux_transformer`."""
-    return load_autoencoder_component(_require(detect_path(path), AUTOENCODER, path), compute_dtype=compute_dtype)
+    return load_autoencoder_component(
+        _require(detect_path(path), AUTOENCODER, path), compute_dtype=compute_dtype
+    )
 
 
 # --- text encoders -------------------------------------------------------------------------------
 
-def load_text_component(component: Component, *, compute_dtype: torch.dtype | None = None,
-                        linear_dtype: torch.dtype | None = None):
+
+def load_text_component(
+    component: Component, *, compute_dtype: torch.dtype | None = None, linear_dtype: torch.dtype | None = None
+):
     from models.text.loading import load_from_weights
 
-    return load_from_weights(component.info, component.family, component.prefix,  # type: ignore[arg-type]
-                             compute_dtype=compute_dtype, linear_dtype=linear_dtype)
+    return load_from_weights(
+        component.info,
+        component.family,
+        component.prefix,  # type: ignore[arg-type]
+        compute_dtype=compute_dtype,
+        linear_dtype=linear_dtype,
+    )
 
 
-def load_text_encoder(path: str | Path, kind: str | None = None, *, compute_dtype: torch.dtype | None = None,
-                      linear_dtype: torch.dtype | None = None):
+def load_text_encoder(
+    path: str | Path,
+    kind: str | None = None,
+    *,
+    compute_dtype: torch.dtype | None = None,
+    linear_dtype: torch.dtype | None = None,
+):
     """A `models.text.loading.LoadedTextEncoder` (kind, module, params) from clip_l / t5xxl files,
     diffusers `text_encoder/` / `text_encoder_2/` folders, or (with `kind`) a checkpoint or pipeline.
 
@@ -179,8 +207,10 @@ def load_text_encoder(path: str | Path, kind: str | None = None, *, compute_dtyp
     elif len(texts) == 1:
         component = texts[0]
     elif texts:
-        raise CheckpointFormatError(path, f"holds several text encoders ({', '.join(c.family for c in texts)}); "
-                                          "say which kind to load")
+        raise CheckpointFormatError(
+            path,
+            f"holds several text encoders ({', '.join(c.family for c in texts)}); say which kind to load",
+        )
     else:
         raise WrongFamilyError(path, "a CLIP-L or T5-XXL text encoder", detection.describe())
     return load_text_component(component, compute_dtype=compute_dtype, linear_dtype=linear_dtype)
@@ -188,8 +218,13 @@ def load_text_encoder(path: str | Path, kind: str | None = None, *, compute_dtyp
 
 # --- everything at once --------------------------------------------------------------------------
 
-def load_checkpoint(path: str | Path, *, weight_dtype: str | torch.dtype | None = None,
-                    compute_dtype: torch.dtype | None = None) -> LoadedCheckpoint:
+
+def load_checkpoint(
+    path: str | Path,
+    *,
+    weight_dtype: str | torch.dtype | None = None,
+    compute_dtype: torch.dtype | None = None,
+) -> LoadedCheckpoint:
     """Every part of a ComfyUI all-in-one checkpoint or diffusers pipeline folder.
 
     The diffusion model is required; missing text encoders or VAE are logged and left out.
@@ -198,13 +233,23 @@ def load_checkpoint(path: str | Path, *, weight_dtype: str | torch.dtype | None 
     detection = detect_path(path)
     if detection.get(FLUX) is None:
         raise WrongFamilyError(path, CHECKPOINT, detection.describe())
-    flux = load_flux_component(detection.get(FLUX), weight_dtype=weight_dtype,  # type: ignore[arg-type]
-                               compute_dtype=compute_dtype)
+    flux = load_flux_component(
+        detection.get(FLUX),
+        weight_dtype=weight_dtype,  # type: ignore[arg-type]
+        compute_dtype=compute_dtype,
+    )
     texts = {c.family: load_text_component(c) for c in detection.components if c.family in (CLIP_L, T5XXL)}
     vae_part = detection.get(AUTOENCODER)
     vae = load_autoencoder_component(vae_part) if vae_part is not None else None
-    absent = [name for name, present in (("CLIP-L", CLIP_L in texts), ("T5-XXL", T5XXL in texts),
-                                         ("VAE", vae is not None)) if not present]
+    absent = [
+        name
+        for name, present in (
+            ("CLIP-L", CLIP_L in texts),
+            ("T5-XXL", T5XXL in texts),
+            ("VAE", vae is not None),
+        )
+        if not present
+    ]
     if absent:
         log.warning("%s: no %s in this checkpoint; load them separately", path, ", ".join(absent))
     return LoadedCheckpoint(Path(path), flux, texts, vae)

@@ -29,9 +29,17 @@ TINY_HIDDEN = 128
 TINY_HEADS = 2
 
 TINY_FLUX_DEV = FluxParams(
-    in_channels=64, out_channels=64, vec_in_dim=CLIP_TINY.width, context_in_dim=T5_TINY.width,
-    hidden_size=TINY_HIDDEN, mlp_ratio=4.0, num_heads=TINY_HEADS, depth=2, depth_single_blocks=2,
-    axes_dim=default_axes_dim(TINY_HIDDEN // TINY_HEADS), guidance_embed=True,
+    in_channels=64,
+    out_channels=64,
+    vec_in_dim=CLIP_TINY.width,
+    context_in_dim=T5_TINY.width,
+    hidden_size=TINY_HIDDEN,
+    mlp_ratio=4.0,
+    num_heads=TINY_HEADS,
+    depth=2,
+    depth_single_blocks=2,
+    axes_dim=default_axes_dim(TINY_HIDDEN // TINY_HEADS),
+    guidance_embed=True,
 )
 TINY_FLUX_SCHNELL = FluxParams(**{**TINY_FLUX_DEV.__dict__, "guidance_embed": False})
 TINY_FLUX_FILL = FluxParams(**{**TINY_FLUX_DEV.__dict__, "in_channels": 384})
@@ -109,6 +117,7 @@ def tiny_t5(params: T5EncoderParams = TINY_T5, seed: int = 0) -> nn.Module:
 
 # --- state dicts as the files store them --------------------------------------------------------
 
+
 def module_state(module: nn.Module) -> dict[str, torch.Tensor]:
     """Persistent tensors, contiguous, shared ones once (safetensors refuses aliases)."""
     out: dict[str, torch.Tensor] = {}
@@ -136,8 +145,13 @@ def t5_file_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def cast_state(state: dict[str, torch.Tensor], dtype: torch.dtype, *, fp8: torch.dtype | None = None,
-               fp8_keys: frozenset[str] = frozenset()) -> dict[str, torch.Tensor]:
+def cast_state(
+    state: dict[str, torch.Tensor],
+    dtype: torch.dtype,
+    *,
+    fp8: torch.dtype | None = None,
+    fp8_keys: frozenset[str] = frozenset(),
+) -> dict[str, torch.Tensor]:
     """Every floating tensor in `dtype`; those in `fp8_keys` in `fp8` (as community fp8 files do)."""
     out = {}
     for key, t in state.items():
@@ -148,4 +162,6 @@ def cast_state(state: dict[str, torch.Tensor], dtype: torch.dtype, *, fp8: torch
 
 def linear_keys(module: nn.Module, prefix: str = "") -> frozenset[str]:
     """File keys of the weights of every nn.Linear (the tensors fp8 files store in fp8)."""
-    return frozenset(f"{prefix}{name}.weight" for name, sub in module.named_modules() if isinstance(sub, nn.Linear))
+    return frozenset(
+        f"{prefix}{name}.weight" for name, sub in module.named_modules() if isinstance(sub, nn.Linear)
+    )
