@@ -18,7 +18,7 @@ from executor.errors import Interrupted
 
 from .device import compute_device, use_models
 from .flux_denoiser import LATENT_CHANNELS, FluxPredictor, prepare_conditioning, process_in, process_out
-from .previews import latent_preview_jpeg
+from .previews import PREVIEW_MAX_SIZE, latent_preview_jpeg
 
 log = logging.getLogger(__name__)
 
@@ -112,12 +112,14 @@ def run_sampling(ctx: Any, guider: Guider, sampler: SamplerChoice, sigmas: torch
     latent_in = process_in(samples) if torch.count_nonzero(samples) > 0 else samples
     steps = sigmas.numel() - 1
     last: dict[str, torch.Tensor] = {}
+    settings = getattr(getattr(ctx, "services", None), "settings", None)
+    preview_size = getattr(settings, "preview_max_size", PREVIEW_MAX_SIZE)
 
     def on_step(info: Any) -> None:
         last["x0"] = info.denoised
         preview = None
         try:
-            preview = latent_preview_jpeg(info.denoised)
+            preview = latent_preview_jpeg(info.denoised, max_size=preview_size)
         except (ValueError, OSError) as exc:  # a preview is never worth failing the prompt for
             log.debug("no preview for step %d: %s", info.step, exc)
         ctx.report_progress(info.step + 1, steps, preview)
