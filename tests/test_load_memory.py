@@ -20,7 +20,11 @@ CHILD = textwrap.dedent("""
     sys.path.insert(0, sys.argv[1])
     from models.formats.header import inspect_weights
     from models.formats.lazy import Source, load_module
-    from tests.test_load_memory import Stack
+
+    def stack():
+        from torch import nn
+
+        return nn.Sequential(*[nn.Linear(2048, 2048) for _ in range(12)])
 
     def rss():
         for line in open("/proc/self/status"):
@@ -45,22 +49,13 @@ CHILD = textwrap.dedent("""
     kwargs = {"linear_dtype": torch.float8_e4m3fn} if mode == "fp8" else {}
     if mode == "cast":
         kwargs = {"compute_dtype": torch.float32}
-    model = load_module(Stack, Source(info), **kwargs)
+    model = load_module(stack, Source(info), **kwargs)
     # page everything in: one byte per 4 KiB page, without temporary copies
     total = sum(int(p.detach().view(-1).view(torch.uint8)[::4096].sum()) for p in model.parameters())
     stored = sum(p.numel() * p.element_size() for p in model.parameters())
     high = peak() if resettable else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"delta": high - before, "stored": stored, "resettable": resettable, "sum": total}))
 """)
-
-
-class Stack:  # built in the child; a plain factory keeps this test independent of other model code
-    def __new__(cls):
-        import torch
-        from torch import nn
-
-        torch.manual_seed(0)
-        return nn.Sequential(*[nn.Linear(2048, 2048) for _ in range(12)])
 
 
 def write_file(path: Path, dtype) -> int:
@@ -88,19 +83,24 @@ def run_child(path: Path, mode: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize(
-    ("file_dtype", "mode"),
-    [
-        ("bfloat16", "as_stored"),  # mmap: the weights are the file's pages
-        ("bfloat16", "fp8"),  # pread + cast per tensor: the result is half the file
-        ("bfloat16", "cast"),  # bf16 -> fp32: the result is twice the file
-    ],
-)
-def test_peak_rss_is_one_copy(tmp_path, file_dtype, mode):
+@pytest.fixture(scope="module")
+def bf16_file(tmp_path_factory) -> tuple[Path, int]:
     import torch
 
-    path = tmp_path / "stack.safetensors"
-    size = write_file(path, getattr(torch, file_dtype))  # ~100 MB
+    path = tmp_path_factory.mktemp("rss") / "stack.safetensors"
+    return path, write_file(path, torch.bfloat16)  # ~100 MB
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [
+        "as_stored",  # mmap: the weights are the file's pages
+        "fp8",  # pread + cast per tensor: the result is half the file
+        "cast",  # bf16 -> fp32: the result is twice the file
+    ],
+)
+def test_peak_rss_is_one_copy(bf16_file, mode):
+    path, size = bf16_file
     result = run_child(path, mode)
     ratio = result["delta"] / size
     print(
