@@ -2,7 +2,8 @@
 
 (a) CPU fp32 forward time of our FLUX transformer vs diffusers' FluxTransformer2DModel with the
     same weights on a small config (hidden 256, 2 heads x 128, 2 double + 4 single blocks,
-    64x64 latent = 1024 image tokens, 64 text tokens); median of several runs after warm-up.
+    64x64 latent = 1024 image tokens, 64 text tokens); medians of interleaved runs after warm-up,
+    as wall time with torch's default threads and as one thread's CPU time.
 (c) CUDA only: full-size FLUX.1-dev with random bf16 weights, 1024x1024 (4096 image + 512 text
     tokens), seconds per transformer forward, ours vs diffusers vs the 0.094 s H100 compute floor.
 
@@ -14,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -52,7 +54,11 @@ class Table:
 
 
 def interleaved_medians(
-    fns: dict[str, Callable[[], object]], repeats: int, warmup: int, sync: Callable[[], None] = lambda: None
+    fns: dict[str, Callable[[], object]],
+    repeats: int,
+    warmup: int,
+    sync: Callable[[], None] = lambda: None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, float]:
     """Median seconds per call of each fn, runs interleaved so background load hits all of them alike."""
     for _ in range(warmup):
@@ -62,10 +68,10 @@ def interleaved_medians(
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start = clock()
             fn()
             sync()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -147,22 +153,32 @@ def section_a_cpu_forward(repeats: int = 7, warmup: int = 2) -> Table:
     twin = diffusers_twin(model)
     x = _inputs(params, (32, 32), 64, "cpu", torch.float32)
     ours, theirs = _runners(model, twin, x)
+    threads = torch.get_num_threads()
+    load_before = os.getloadavg()[0]
     with torch.inference_mode():
         diff = (ours() - theirs()).abs().max().item()
-        t = interleaved_medians({"ours": ours, "theirs": theirs}, repeats, warmup)
-        t_ours, t_theirs = t["ours"], t["theirs"]
+        wall = interleaved_medians({"ours": ours, "theirs": theirs}, repeats, warmup)
+        # CPU time of one thread: barely moved by other processes, unlike wall time with OpenMP
+        # threads that wait on each other when the cores are shared
+        torch.set_num_threads(1)
+        try:
+            cpu = interleaved_medians({"ours": ours, "theirs": theirs}, repeats, warmup, clock=time.thread_time)
+        finally:
+            torch.set_num_threads(threads)
     rows = (
-        ("fluxloom Flux", f"{t_ours * 1e3:.1f}", f"{t_ours / t_theirs:.2f}"),
-        ("diffusers FluxTransformer2DModel", f"{t_theirs * 1e3:.1f}", "1.00"),
+        ("fluxloom Flux", f"{wall['ours'] * 1e3:.0f}", f"{wall['ours'] / wall['theirs']:.2f}",
+         f"{cpu['ours'] * 1e3:.0f}", f"{cpu['ours'] / cpu['theirs']:.2f}"),
+        ("diffusers FluxTransformer2DModel", f"{wall['theirs'] * 1e3:.0f}", "1.00", f"{cpu['theirs'] * 1e3:.0f}",
+         "1.00"),
     )
     note = (
         f"hidden 256 (2 heads x 128), 2 double + 4 single blocks, 1024 image + 64 text tokens, fp32, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {repeats} interleaved runs after "
-        f"{warmup} warm-up; max |ours - diffusers| = {diff:.1e}"
+        f"torch {torch.__version__}; medians of {repeats} interleaved runs after {warmup} warm-up; "
+        f"1-minute load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} after on "
+        f"{os.cpu_count()} CPUs; max |ours - diffusers| = {diff:.1e}"
     )
-    return Table(
-        "(a) transformer forward, CPU fp32", ("model", "ms / forward", "ratio vs diffusers"), rows, note
-    )
+    header = ("model", f"wall ms ({threads} threads)", "ratio", "CPU ms (1 thread)", "ratio")
+    return Table("(a) transformer forward, CPU fp32", header, rows, note)
 
 
 def _random_bf16(module: torch.nn.Module, device: str) -> None:

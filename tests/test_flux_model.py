@@ -84,7 +84,7 @@ def test_matches_diffusers_fp32():
     x = _inputs()
     ref, out = _diffusers_forward(theirs, x), _ours(ours, x)
     err = (out - ref).abs().max().item()
-    # measured 1.1e-6 (outputs ~2.5 in magnitude)
+    # measured 9.5e-7 (outputs ~2.5 in magnitude)
     assert err <= 1e-5, f"max |ours - diffusers| = {err:.2e}"
     assert ref.abs().max() > 0.5
 
@@ -95,7 +95,7 @@ def test_matches_diffusers_float64():
     theirs, ours = _pair()
     x = _inputs(dtype=torch.float64)
     err = (_ours(ours.double(), x) - _diffusers_forward(theirs.double(), x)).abs().max().item()
-    assert err <= 1e-8, f"max |ours - diffusers| in float64 = {err:.2e}"  # measured 9e-10
+    assert err <= 1e-8, f"max |ours - diffusers| in float64 = {err:.2e}"  # measured 5e-10
 
 
 @torch.no_grad()

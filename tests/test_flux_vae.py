@@ -134,15 +134,17 @@ def test_tiled_encode_matches_untiled_for_a_pointwise_coder():
 @torch.no_grad()
 def test_tiled_real_autoencoder():
     _, ours = _pair()
-    z = torch.randn(1, 16, 12, 16, generator=torch.Generator().manual_seed(5))
+    z = torch.randn(1, 16, 8, 12, generator=torch.Generator().manual_seed(5))
     full = ours.decode(z)
     # a tile covering everything is one-piece decoding
-    assert torch.equal(decode_tiled(ours, z, tile=256, overlap=32), full)
-    tiled = decode_tiled(ours, z, tile=64, overlap=32)
+    assert torch.equal(decode_tiled(ours, z, tile=128, overlap=32), full)
+    tiled = decode_tiled(ours, z, tile=48, overlap=16)  # 2 x 3 tiles
     assert tiled.shape == full.shape
     # GroupNorm statistics and attention are per tile, so tiles differ from one piece (random weights
-    # exaggerate it): measured mean |diff| 0.22 of the mean |signal|; shifting by 16 px measures 1.4
-    assert (tiled - full).abs().mean() < 0.35 * full.abs().mean()
+    # exaggerate it): measured mean |diff| 0.32 of the mean |signal|, while the same image shifted by
+    # 16 px differs by 1.43: the tiles sit where they belong
+    err = (tiled - full).abs().mean()
+    assert err < 0.5 * (torch.roll(full, 16, dims=-1) - full).abs().mean()
     x = _pixels(48, 64)
     assert encode_tiled(ours, x, tile=32, overlap=16).shape == ours.encode(x).shape
     with pytest.raises(ValueError, match="divisible by 8"):

@@ -68,6 +68,9 @@ class RMSNorm(nn.Module):
         self.scale = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dtype in (torch.float32, torch.float64) and self.scale.dtype == x.dtype:
+            return F.rms_norm(x, (x.shape[-1],), self.scale, eps=1e-6)  # one pass, same math
+        # low precision: round the normalised value to x's dtype before scaling, as the reference does
         normed = F.rms_norm(x.float(), (x.shape[-1],), eps=1e-6).to(x.dtype)
         return normed * self.scale.to(x.dtype)
 
@@ -182,10 +185,11 @@ class DoubleStreamBlock(nn.Module):
         )
         txt_attn, img_attn = attn.split((txt.shape[1], img.shape[1]), dim=1)
         assert img_mod2 is not None and txt_mod2 is not None
-        img = img + img_mod1.gate * self.img_attn.proj(img_attn)
-        img = img + img_mod2.gate * self.img_mlp(img_mod2.modulate(self.img_norm2(img)))
-        txt = txt + txt_mod1.gate * self.txt_attn.proj(txt_attn)
-        txt = txt + txt_mod2.gate * self.txt_mlp(txt_mod2.modulate(self.txt_norm2(txt)))
+        # addcmul: gated residual in one pass (x + gate * y)
+        img = torch.addcmul(img, img_mod1.gate, self.img_attn.proj(img_attn))
+        img = torch.addcmul(img, img_mod2.gate, self.img_mlp(img_mod2.modulate(self.img_norm2(img))))
+        txt = torch.addcmul(txt, txt_mod1.gate, self.txt_attn.proj(txt_attn))
+        txt = torch.addcmul(txt, txt_mod2.gate, self.txt_mlp(txt_mod2.modulate(self.txt_norm2(txt))))
         for hook in image_hooks:
             img = img + hook(img_q, img)
         return img, txt
@@ -214,7 +218,7 @@ class SingleStreamBlock(nn.Module):
         )
         q, k, v = split_heads(qkv, self.num_heads, self.norm)
         attn = attention(q, k, v, pe, mask)
-        return x + mod.gate * self.linear2(torch.cat((attn, self.mlp_act(mlp)), dim=2))
+        return torch.addcmul(x, mod.gate, self.linear2(torch.cat((attn, self.mlp_act(mlp)), dim=2)))
 
 
 class LastLayer(nn.Module):
