@@ -134,14 +134,16 @@ class FluxPredictor:
     def __init__(self, module: torch.nn.Module, params: Any, *, percent_to_sigma: Callable[[float], float],
                  device: torch.device, forward: ForwardFn | None = None) -> None:
         if forward is None:
-            from models.flux.apply import flux_forward_latent as forward
+            from models.flux.apply import flux_forward_latent
+
+            forward = flux_forward_latent
+        self.forward: ForwardFn = forward
         self.module = module
         self.guidance_embed = bool(params.guidance_embed)
         self.vec_in_dim = int(params.vec_in_dim)
         self.extra_channels = params.in_channels // 4 - LATENT_CHANNELS  # params count packed (2x2) features
         self.percent_to_sigma = percent_to_sigma
         self.device = device
-        self.forward = forward
         self.calls = 0
 
     def active(self, cond: FluxCond, sigma: float) -> bool:

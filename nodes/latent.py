@@ -138,7 +138,7 @@ class LatentUpscale(Node):
     def execute(cls, samples: Mapping[str, Any], upscale_method: str, width: int, height: int,
                 crop: str) -> tuple[Latent]:
         if width == 0 and height == 0:
-            return (samples,)
+            return (dict(samples),)
         x = samples["samples"]
         if width == 0:  # keep the aspect ratio from the given side
             height = max(64, height)
