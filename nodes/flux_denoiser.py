@@ -151,38 +151,77 @@ class FluxPredictor:
         end = self.percent_to_sigma(cond.end_percent)
         return end <= sigma <= start
 
-    def velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond: FluxCond) -> torch.Tensor:
-        """Transformer output for one cond, float32 [B, 16, h, w]."""
-        b = x.shape[0]
+    def velocity(self, x: torch.Tensor, sigma: torch.Tensor, parts: Sequence[FluxCond]) -> torch.Tensor:
+        """Transformer output, float32 [B, 16, h, w]; x holds len(parts) equal slices, one per cond."""
+        first, b = parts[0], x.shape[0] // len(parts)
+        slices = x.split(b)
         inputs = x
         if self.extra_channels > 0:
-            inputs = torch.cat([x, concat_channels(cond, x, self.extra_channels)], dim=1)
+            extra = [concat_channels(c, part, self.extra_channels) for c, part in zip(parts, slices)]
+            inputs = torch.cat([x, torch.cat(extra)], dim=1)
         kw: dict[str, Any] = {}
-        if cond.reference_latents:
-            kw["ref_latents"] = tuple(process_in(r.to(self.device, torch.float32)) for r in cond.reference_latents)
-            kw["ref_method"] = cond.reference_method
+        if first.reference_latents:  # batch_conds only pairs conds with the same references
+            kw["ref_latents"] = tuple(process_in(r.to(self.device, torch.float32)) for r in first.reference_latents)
+            kw["ref_method"] = first.reference_method
         guidance = None
-        if self.guidance_embed and cond.guidance is not None:
-            guidance = torch.full((b,), cond.guidance, device=self.device, dtype=torch.float32)
-        pooled = cond.pooled
-        if pooled is None:  # no CLIP: ComfyUI feeds zeros for the vector input
-            pooled = torch.zeros(1, self.vec_in_dim)
+        if self.guidance_embed and first.guidance is not None:
+            guidance = torch.cat([torch.full((b,), float(c.guidance), dtype=torch.float32) for c in parts])
+        # no CLIP: ComfyUI feeds zeros for the vector input
+        pooled = [c.pooled if c.pooled is not None else torch.zeros(1, self.vec_in_dim) for c in parts]
+        context = [c.context for c in parts]
+        if len(parts) > 1:
+            pooled, context = [_to_batch(t, b) for t in pooled], [_to_batch(t, b) for t in context]
         self.calls += 1
-        # float32 in; the forward casts to the transformer's compute dtype
+        # float32 in; the forward broadcasts batch-1 context/pooled and casts to the compute dtype
         v = self.forward(self.module, inputs.to(self.device), sigma.to(self.device, torch.float32),
-                         cond.context.to(self.device, torch.float32), pooled.to(self.device, torch.float32),
-                         guidance=guidance, **kw)
+                         torch.cat(context).to(self.device, torch.float32),
+                         torch.cat(pooled).to(self.device, torch.float32),
+                         guidance=None if guidance is None else guidance.to(self.device), **kw)
         return v.float()
 
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, conds: Sequence[FluxCond]) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, conds: Sequence[FluxCond] | BatchedConds) -> torch.Tensor:
         s = float(sigma.reshape(-1)[0])
+        if isinstance(conds, BatchedConds):
+            if all(self.active(c, s) for c in conds.parts):
+                return self._x0(x, sigma, self.velocity(x, sigma, conds.parts))
+            halves = zip(x.chunk(len(conds.parts)), sigma.chunk(len(conds.parts)), conds.parts)
+            return torch.cat([self(part, sig, (c,)) for part, sig, c in halves])
         total = torch.zeros_like(x)
         weight = 0.0
         for cond in conds:
             if not self.active(cond, s):
                 continue
-            v = self.velocity(x, sigma, cond)
-            total += cond.strength * (x - sigma.reshape(-1, 1, 1, 1).to(x) * v.to(x))
+            total += cond.strength * self._x0(x, sigma, self.velocity(x, sigma, (cond,)))
             weight += cond.strength
         # ComfyUI divides by a tiny count when no entry is active, which yields zeros
         return total / weight if weight > 0 else total
+
+    @staticmethod
+    def _x0(x: torch.Tensor, sigma: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return x - sigma.reshape(-1, 1, 1, 1).to(x) * v.to(x)
+
+
+@dataclass(frozen=True, eq=False)
+class BatchedConds:
+    """Several single-entry conditionings evaluated as one batch (CFG's positive and negative)."""
+
+    parts: tuple[FluxCond, ...]
+
+
+def batch_conds(positive: Sequence[FluxCond], negative: Sequence[FluxCond]) -> BatchedConds | None:
+    """The sampling library's `BatchConds` hook: pair one positive and one negative entry for a single
+    doubled-batch forward when their tensors line up; None (two forwards) otherwise."""
+    if len(positive) != 1 or len(negative) != 1:
+        return None
+    p, n = positive[0], negative[0]
+    if p.context.shape != n.context.shape or p.context.shape[0] != 1:
+        return None
+    if (p.pooled is None) != (n.pooled is None) or (p.pooled is not None and p.pooled.shape != n.pooled.shape):
+        return None
+    if (p.guidance is None) != (n.guidance is None):
+        return None
+    same_refs = len(p.reference_latents) == len(n.reference_latents) and all(
+        a is b for a, b in zip(p.reference_latents, n.reference_latents))
+    if not same_refs or (p.reference_latents and p.reference_method != n.reference_method):
+        return None
+    return BatchedConds((p, n))

@@ -17,7 +17,14 @@ import torch
 from executor.errors import Interrupted
 
 from .device import compute_device, use_models
-from .flux_denoiser import LATENT_CHANNELS, FluxPredictor, prepare_conditioning, process_in, process_out
+from .flux_denoiser import (
+    LATENT_CHANNELS,
+    FluxPredictor,
+    batch_conds,
+    prepare_conditioning,
+    process_in,
+    process_out,
+)
 from .previews import PREVIEW_MAX_SIZE, latent_preview_jpeg
 
 log = logging.getLogger(__name__)
@@ -131,7 +138,8 @@ def run_sampling(ctx: Any, guider: Guider, sampler: SamplerChoice, sigmas: torch
         negative = prepare_conditioning(guider.negative) if guider.negative is not None else None
         try:
             x = sample(
-                predictor, positive=positive, negative=negative, cfg=guider.cfg, noise=noise_tensor,
+                predictor, positive=positive, negative=negative, cfg=guider.cfg, batch_conds=batch_conds,
+                noise=noise_tensor,
                 latent_image=latent_in, sigmas=sigmas, sampler=sampler.name, sampler_options=sampler.options,
                 model_sampling=model_sampling, denoise_mask=latent.get("noise_mask"),
                 differential_diffusion=model.options.extras.get("differential_diffusion"),

@@ -21,7 +21,15 @@ from executor.registry import NodeRegistry
 from executor.run import Executor
 from executor.schema import ANY, Node, NodeContext, NodeOutput, Schema, String, Typed
 from nodes import conditioning, latent
-from nodes.flux_denoiser import FluxPredictor, mask_channels, prepare_conditioning, process_in, process_out
+from nodes.flux_denoiser import (
+    BatchedConds,
+    FluxPredictor,
+    batch_conds,
+    mask_channels,
+    prepare_conditioning,
+    process_in,
+    process_out,
+)
 
 
 class Given(Node):
@@ -511,3 +519,35 @@ def test_clip_text_encode_nodes(tiny_clip):
     torch.testing.assert_close(flux[0][0], context, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(flux[0][1]["pooled_output"], pooled, atol=1e-5, rtol=1e-5)
     assert flux[0][1]["guidance"] == 2.0 and flux[0][0].shape == (1, 256, 64)
+
+
+def test_cfg_pairs_run_as_one_batch_with_the_same_result():
+    from models.flux.apply import flux_forward_latent
+
+    handle = tiny_handle(in_channels=384, seed=2)  # Fill: per-half concat channels too
+    calls = []
+
+    def counting(*args, **kw):
+        calls.append(args[1].shape[0])
+        return flux_forward_latent(*args, **kw)
+
+    p = FluxPredictor(handle.module, handle.params, percent_to_sigma=lambda q: 1.0 - q,
+                      device=torch.device("cpu"), forward=counting)
+    image, mask = torch.randn(1, 16, 4, 4), torch.rand(1, 1, 32, 32)
+    pos = prepare_conditioning([[torch.randn(1, 5, 32), {"pooled_output": torch.randn(1, 16), "guidance": 3.0,
+                                                         "concat_latent_image": image, "concat_mask": mask}]])
+    neg = prepare_conditioning([[torch.randn(1, 5, 32), {"pooled_output": torch.zeros(1, 16), "guidance": 1.0}]])
+    both = batch_conds(pos, neg)
+    assert isinstance(both, BatchedConds)
+    x, sigma = torch.randn(2, 16, 4, 4), torch.tensor([0.7, 0.7])
+    batched = p(torch.cat([x, x]), torch.cat([sigma, sigma]), both)
+    separate = torch.cat([p(x, sigma, pos), p(x, sigma, neg)])
+    torch.testing.assert_close(batched, separate, atol=1e-5, rtol=1e-5)
+    assert calls == [4, 2, 2]
+    # entries that cannot share a batch run separately
+    longer = prepare_conditioning([[torch.randn(1, 7, 32), {"pooled_output": torch.zeros(1, 16)}]])
+    assert batch_conds(pos, longer) is None
+    assert batch_conds(pos + neg, neg) is None
+    unguided = prepare_conditioning([[torch.randn(1, 5, 32), {"pooled_output": torch.zeros(1, 16),
+                                                              "guidance": None}]])
+    assert batch_conds(pos, unguided) is None
