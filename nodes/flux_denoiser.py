@@ -165,7 +165,9 @@ class FluxPredictor:
             kw["ref_method"] = first.reference_method
         guidance = None
         if self.guidance_embed and first.guidance is not None:
-            guidance = torch.cat([torch.full((b,), float(c.guidance), dtype=torch.float32) for c in parts])
+            # batch_conds pairs guided entries only with guided ones
+            values = [c.guidance if c.guidance is not None else first.guidance for c in parts]
+            guidance = torch.cat([torch.full((b,), g, dtype=torch.float32) for g in values])
         # no CLIP: ComfyUI feeds zeros for the vector input
         pooled = [c.pooled if c.pooled is not None else torch.zeros(1, self.vec_in_dim) for c in parts]
         context = [c.context for c in parts]
@@ -216,7 +218,8 @@ def batch_conds(positive: Sequence[FluxCond], negative: Sequence[FluxCond]) -> B
     p, n = positive[0], negative[0]
     if p.context.shape != n.context.shape or p.context.shape[0] != 1:
         return None
-    if (p.pooled is None) != (n.pooled is None) or (p.pooled is not None and p.pooled.shape != n.pooled.shape):
+    pooled_shapes = [None if c.pooled is None else c.pooled.shape for c in (p, n)]
+    if pooled_shapes[0] != pooled_shapes[1]:
         return None
     if (p.guidance is None) != (n.guidance is None):
         return None
