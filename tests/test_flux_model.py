@@ -241,6 +241,10 @@ def test_detects_real_variants_from_shapes(params, name, prefix):
     shapes = {prefix + k: tuple(v.shape) for k, v in sd.items()}
     found = detect_flux_params(shapes)
     assert found == params
+    # parameter counts computed from the released shapes (flux-formats.md 1.1)
+    expected = {"dev": 11_901_408_320, "schnell": 11_891_178_560}.get(name)
+    if expected is not None:
+        assert sum(v.numel() for v in sd.values()) == expected
     assert flux_variant_name(found) == name
     assert detect_flux_params({prefix + k: v for k, v in sd.items()}, prefix=prefix) == params  # meta tensors
 
