@@ -66,13 +66,9 @@ def decode(ctx: Any, vae: Any, samples: torch.Tensor, *, tile: int | None = None
 
 def to_latent_space(vae: Any, z: torch.Tensor) -> torch.Tensor:
     """Scaled model-space latents -> the un-scaled means LATENT values hold (ComfyUI's process_out)."""
-    _autoencoder(vae)
-    params = vae.params
-    return z / params.scale_factor + params.shift_factor
+    return z / vae.params.scale_factor + vae.params.shift_factor
 
 
 def from_latent_space(vae: Any, samples: torch.Tensor) -> torch.Tensor:
     """LATENT samples -> the scaled latents the VAE decoder and the transformer take (process_in)."""
-    _autoencoder(vae)
-    params = vae.params
-    return (samples - params.shift_factor) * params.scale_factor
+    return (samples - vae.params.shift_factor) * vae.params.scale_factor
