@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -73,16 +73,19 @@ class ModelOptions:
         object.__setattr__(self, "extras", _frozen_mapping(self.extras))
 
 
+H = TypeVar("H", bound="_Handle")
+
+
 class _Handle:
     """Shared behaviour: cheap clones and patch accumulation. Handles compare by identity."""
 
     patches: tuple[WeightPatch, ...]
 
-    def clone(self, **changes: Any):
+    def clone(self: H, **changes: Any) -> H:
         """A new handle sharing the base module, with `changes` applied (dataclasses.replace)."""
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
-    def with_patches(self, *patches: WeightPatch):
+    def with_patches(self: H, *patches: WeightPatch) -> H:
         """A clone whose patches are this handle's followed by `patches`."""
         return self.clone(patches=self.patches + tuple(patches))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -22,6 +22,9 @@ from models.formats.fp8 import WEIGHT_DTYPES
 from models.patches import ClipHandle, ModelHandle, ModelOptions, VaeHandle
 
 from .model_paths import ModelPaths
+
+if TYPE_CHECKING:
+    from models.flux.model import Flux
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +93,13 @@ def _device_input() -> Input:
 def _dtype_of(module: nn.Module) -> torch.dtype:
     """The dtype a loaded module computes in (CastLinear's compute dtype, else its first float weight)."""
     for sub in module.modules():
-        if hasattr(sub, "compute_dtype"):
-            return sub.compute_dtype
+        dtype = getattr(sub, "compute_dtype", None)
+        if isinstance(dtype, torch.dtype):
+            return dtype
     return next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
 
 
-def model_handle(model: nn.Module, source: Path, weight_dtype: str = "default") -> ModelHandle:
+def model_handle(model: Flux, source: Path, weight_dtype: str = "default") -> ModelHandle:
     from models.flux.apply import compute_dtype
 
     options = ModelOptions(source=source, weight_dtype=weight_dtype, compute_dtype=compute_dtype(model))
@@ -132,8 +136,12 @@ def clip_handle(
         if t5
         else None,
     )
-    first = (clip or t5).module
-    return ClipHandle(encoders=text, sources=tuple(sources), compute_dtype=_dtype_of(first), device=device)
+    first = clip or t5
+    if first is None:
+        raise ValueError("no text encoder was loaded")
+    return ClipHandle(
+        encoders=text, sources=tuple(sources), compute_dtype=_dtype_of(first.module), device=device
+    )
 
 
 def _tokenizer_roots(ctx: NodeContext, path: Path) -> list[Path]:

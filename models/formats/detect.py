@@ -113,7 +113,7 @@ def detect_weights(info: WeightsInfo) -> Detection:
 def _text_encoders(info: WeightsInfo) -> dict[str, str]:
     from models.text.layouts import detect_text_encoder, find_text_encoders
 
-    found: dict[str, str] = dict(find_text_encoders(info))
+    found: dict[str, str] = {kind: prefix for kind, prefix in find_text_encoders(info).items()}
     if not found:
         kind = detect_text_encoder(info.shapes)
         if kind is not None:

@@ -10,6 +10,7 @@ parameter names are unchanged, so state-dict keys and patches still match the ch
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -61,9 +62,10 @@ class CastLinear(nn.Linear):
     def adopt(cls, linear: nn.Linear, compute_dtype: torch.dtype, scale: torch.Tensor | None = None) -> None:
         """Turn a freshly built Linear into a CastLinear in place (construction time only)."""
         linear.__class__ = cls
-        linear.compute_dtype = compute_dtype
+        adopted = cast(CastLinear, linear)
+        adopted.compute_dtype = compute_dtype
         # not persistent: state_dict() keeps the checkpoint's plain `<layer>.weight` / `.bias` keys
-        linear.register_buffer("scale_weight", scale, persistent=False)
+        adopted.register_buffer("scale_weight", scale, persistent=False)
 
 
 def adopt_cast_linears(

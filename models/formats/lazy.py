@@ -17,6 +17,7 @@ import inspect
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from safetensors import safe_open
@@ -28,6 +29,7 @@ from .header import WeightsInfo
 
 log = logging.getLogger(__name__)
 
+M = TypeVar("M", bound=nn.Module)
 Converter = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 SCALE_SUFFIXES = (".scale_weight", ".scale_input")
 SCALED_FP8_MARKER = "scaled_fp8"
@@ -139,13 +141,13 @@ class Source:
 
 
 def load_module(
-    build: Callable[[], nn.Module],
+    build: Callable[[], M],
     source: Source,
     *,
     compute_dtype: torch.dtype | None = None,
     linear_dtype: torch.dtype | None = None,
     materialize: Callable[[nn.Module], None] | None = None,
-) -> nn.Module:
+) -> M:
     """Build `build()` on the meta device and assign its weights from `source` (see module doc).
 
     fp8 Linear weights stay fp8 and compute through `CastLinear`. `materialize` fills buffers the
@@ -205,7 +207,8 @@ def load_module(
     swapped = adopt_cast_linears(module, compute, scales)
     if swapped:
         log.debug("%s: %d Linear layers compute in %s from narrower storage", path, swapped, compute)
-    return module.eval().requires_grad_(False)
+    module.eval().requires_grad_(False)
+    return module
 
 
 def _groups(keys: list[str], source: Source) -> Iterator[list[str]]:

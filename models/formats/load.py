@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -23,6 +23,12 @@ from .diffusers_vae import diffusers_to_bfl_vae
 from .errors import CheckpointFormatError, WrongFamilyError
 from .fp8 import weight_dtype_from_name
 from .lazy import Source, load_module
+
+if TYPE_CHECKING:  # imported lazily at run time: models.flux / models.text import this package
+    from models.flux.autoencoder import AutoEncoder
+    from models.flux.model import Flux
+    from models.text.layouts import TextEncoderKind
+    from models.text.loading import LoadedTextEncoder
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +86,7 @@ def load_flux_component(
     *,
     weight_dtype: str | torch.dtype | None = None,
     compute_dtype: torch.dtype | None = None,
-):
+) -> Flux:
     """The FLUX transformer a detected component describes (see `load_flux_transformer`)."""
     from models.flux.model import Flux
     from models.flux.params import FluxParamsError, detect_flux_params
@@ -114,7 +120,7 @@ def load_flux_transformer(
     *,
     weight_dtype: str | torch.dtype | None = None,
     compute_dtype: torch.dtype | None = None,
-):
+) -> Flux:
     """A `models.flux.model.Flux` (eval, no grad) from any FLUX transformer file or folder.
 
     weight_dtype: storage of Linear weights: None / "default" (as stored: bf16 stays bf16, fp8 stays
@@ -131,7 +137,9 @@ def load_flux_transformer(
 # --- autoencoder ---------------------------------------------------------------------------------
 
 
-def load_autoencoder_component(component: Component, *, compute_dtype: torch.dtype | None = None):
+def load_autoencoder_component(
+    component: Component, *, compute_dtype: torch.dtype | None = None
+) -> AutoEncoder:
     """The FLUX VAE a detected component describes (see `load_autoencoder`)."""
     from models.flux.autoencoder import AutoEncoder, AutoEncoderParamsError, detect_autoencoder_params
 
@@ -161,7 +169,7 @@ def load_autoencoder_component(component: Component, *, compute_dtype: torch.dty
     return model
 
 
-def load_autoencoder(path: str | Path, *, compute_dtype: torch.dtype | None = None):
+def load_autoencoder(path: str | Path, *, compute_dtype: torch.dtype | None = None) -> AutoEncoder:
     """A `models.flux.autoencoder.AutoEncoder` from ae.safetensors, a diffusers `vae/` folder or a
     pipeline / all-in-one checkpoint holding one. Errors as for `load_flux_transformer`."""
     return load_autoencoder_component(
@@ -174,13 +182,13 @@ def load_autoencoder(path: str | Path, *, compute_dtype: torch.dtype | None = No
 
 def load_text_component(
     component: Component, *, compute_dtype: torch.dtype | None = None, linear_dtype: torch.dtype | None = None
-):
+) -> LoadedTextEncoder:
     from models.text.loading import load_from_weights
 
     return load_from_weights(
         component.info,
-        component.family,
-        component.prefix,  # type: ignore[arg-type]
+        cast("TextEncoderKind", component.family),
+        component.prefix,
         compute_dtype=compute_dtype,
         linear_dtype=linear_dtype,
     )
@@ -192,7 +200,7 @@ def load_text_encoder(
     *,
     compute_dtype: torch.dtype | None = None,
     linear_dtype: torch.dtype | None = None,
-):
+) -> LoadedTextEncoder:
     """A `models.text.loading.LoadedTextEncoder` (kind, module, params) from clip_l / t5xxl files,
     diffusers `text_encoder/` / `text_encoder_2/` folders, or (with `kind`) a checkpoint or pipeline.
 
@@ -231,13 +239,10 @@ def load_checkpoint(
     `weight_dtype` applies to the diffusion model only.
     """
     detection = detect_path(path)
-    if detection.get(FLUX) is None:
+    flux_part = detection.get(FLUX)
+    if flux_part is None:
         raise WrongFamilyError(path, CHECKPOINT, detection.describe())
-    flux = load_flux_component(
-        detection.get(FLUX),
-        weight_dtype=weight_dtype,  # type: ignore[arg-type]
-        compute_dtype=compute_dtype,
-    )
+    flux = load_flux_component(flux_part, weight_dtype=weight_dtype, compute_dtype=compute_dtype)
     texts = {c.family: load_text_component(c) for c in detection.components if c.family in (CLIP_L, T5XXL)}
     vae_part = detection.get(AUTOENCODER)
     vae = load_autoencoder_component(vae_part) if vae_part is not None else None

@@ -28,6 +28,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from models.flux.autoencoder import AutoEncoderParams
+from models.flux.params import FluxParams
 from models.formats.diffusers_flux import bfl_to_diffusers_transformer
 from models.formats.diffusers_vae import bfl_to_diffusers_vae
 from models.text.clip import clip_config
@@ -90,7 +92,7 @@ def _json(path: Path, data: object) -> Path:
     return path
 
 
-def transformer_config(params=TINY_FLUX_DEV) -> dict:
+def transformer_config(params: FluxParams = TINY_FLUX_DEV) -> dict:
     """diffusers FluxTransformer2DModel config.json for tiny params."""
     return {
         "_class_name": "FluxTransformer2DModel",
@@ -108,7 +110,7 @@ def transformer_config(params=TINY_FLUX_DEV) -> dict:
     }
 
 
-def vae_config(params=TINY_AE) -> dict:
+def vae_config(params: AutoEncoderParams = TINY_AE) -> dict:
     """diffusers AutoencoderKL config.json for tiny params (no quant convs, as FLUX's)."""
     levels = len(params.ch_mult)
     return {

@@ -13,6 +13,8 @@ so activations stay O(1) through blocks and a few sampling steps stay finite and
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -55,13 +57,16 @@ def _is_norm(module: nn.Module) -> bool:
     return isinstance(module, _NORM_TYPES) or "Norm" in type(module).__name__
 
 
-def _built(factory, *args) -> nn.Module:
+M = TypeVar("M", bound=nn.Module)
+
+
+def _built(factory: Callable[..., M], *args: object) -> M:
     """Construct on meta: skips the default init that `init_random` replaces anyway."""
     with torch.device("meta"):
         return factory(*args)
 
 
-def init_random(module: nn.Module, seed: int) -> nn.Module:
+def init_random(module: M, seed: int) -> M:
     """Assign every parameter fresh values drawn in sorted key order from one seeded generator.
 
     Matrices and kernels: N(0, 1/fan_in); embeddings: N(0, 0.1^2); norm scales: 1 + N(0, 0.05^2);
@@ -141,7 +146,9 @@ def t5_file_state(model: nn.Module) -> dict[str, torch.Tensor]:
     state = module_state(model)
     state.pop("encoder.embed_tokens.weight", None)
     if "shared.weight" not in state:  # module_state kept the tied table under its other name
-        state["shared.weight"] = model.get_input_embeddings().weight.detach().contiguous()
+        shared = model.get_submodule("shared")
+        assert isinstance(shared, nn.Embedding)  # T5EncoderModel's token table
+        state["shared.weight"] = shared.weight.detach().contiguous()
     return state
 
 
