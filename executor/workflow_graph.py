@@ -113,6 +113,7 @@ def _parse_node(raw: Any, where: str) -> UiNode:
         raise WorkflowFormatError(where, f"a node needs an 'id' and a 'type' string, got {str(raw)[:120]}")
     named = raw.get("widgets_values_named")
     mode = raw.get("mode", 0)
+    properties = raw.get("properties")
     return UiNode(
         node_id=_id(raw["id"]),
         type=raw["type"],
@@ -122,7 +123,7 @@ def _parse_node(raw: Any, where: str) -> UiNode:
         outputs=tuple(s for s in raw.get("outputs") or () if isinstance(s, Mapping)),
         widgets_values=raw.get("widgets_values"),
         widgets_values_named=named if isinstance(named, Mapping) else None,
-        properties=raw.get("properties") if isinstance(raw.get("properties"), Mapping) else {},
+        properties=properties if isinstance(properties, Mapping) else {},
     )
 
 
