@@ -125,12 +125,14 @@ def build_app(settings: Settings, *, load_packs: bool = True) -> App:
     from executor.run import Executor
     from nodes.custom_loader import load_custom_nodes
     from nodes.hooks import TorchNodeHooks, outputs_bytes
+    from nodes.model_paths import ModelPaths
     from nodes.registry import build_registry
     from nodes.services import NodeServices
 
     registry = build_registry()
     packs = load_custom_nodes(settings.custom_nodes_dir, registry) if load_packs else None
-    services = NodeServices(settings=settings, memory=build_memory_manager(settings))
+    model_paths = ModelPaths.from_models_dir(settings.models_dir, settings.extra_model_paths)
+    services = NodeServices(settings=settings, model_paths=model_paths, memory=build_memory_manager(settings))
     cache = OutputCache(max_bytes=settings.cache_bytes, sizeof=outputs_bytes)
     executor = Executor(registry, cache=cache, hooks=TorchNodeHooks(), services=services)
     return App(settings, registry, services, executor, packs)
@@ -203,7 +205,6 @@ def command_serve(settings: Settings) -> int:
     from aiohttp import web
 
     from executor.queue import PromptQueue
-    from nodes.model_paths import ModelPaths
     from web.app import create_app
     from web.services import WebServices
 
@@ -221,8 +222,7 @@ def command_serve(settings: Settings) -> int:
                  "torch_vram_free": reserved - torch.cuda.memory_allocated()}]
 
     app = build_app(settings)
-    model_paths = getattr(app.services, "model_paths", None) or ModelPaths.from_models_dir(
-        settings.models_dir, settings.extra_model_paths)
+    model_paths = app.services.model_paths
     memory = getattr(app.services, "memory", None)
     queue = PromptQueue.in_user_dir(settings.user_dir)
     services = WebServices(

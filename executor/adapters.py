@@ -152,7 +152,7 @@ def v1_node_type(
         if fn is None:
             return None, frozenset()
         names = _accepted_names(fn)
-        return (lambda inputs: _call_with_known(fn, inputs, names)), names
+        return (lambda inputs, services=None: _call_with_known(fn, inputs, names)), names
 
     fingerprint, _ = classmethod_hook("IS_CHANGED")
     validate, validate_names = classmethod_hook("VALIDATE_INPUTS")
@@ -252,7 +252,7 @@ def v3_node_type(cls: Any, *, source: str = "nodes") -> NodeType:
         if fn is None:
             return None, frozenset()
         names = _accepted_names(fn)
-        return (lambda inputs: _call_with_known(fn, inputs, names)), names
+        return (lambda inputs, services=None: _call_with_known(fn, inputs, names)), names
 
     fingerprint, _ = hook("fingerprint_inputs")
     validate, validate_names = hook("validate_inputs")

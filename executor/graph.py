@@ -69,7 +69,8 @@ def still_valid(validated: ValidatedPrompt, registry: NodeRegistry, *, services:
     for node_id in {s for n in volatile for s in nodes[n].sources} | set(volatile):
         schemas[node_id] = registry[nodes[node_id].class_type].describe(services)
     return not any(
-        _node_errors(nodes[n], schemas[n], registry[nodes[n].class_type], nodes, schemas) for n in volatile
+        _node_errors(nodes[n], schemas[n], registry[nodes[n].class_type], nodes, schemas, services)
+        for n in volatile
     )
 
 
@@ -206,6 +207,7 @@ def _node_errors(
     node_type: NodeType,
     nodes: Mapping[str, PromptNode],
     schemas: Mapping[str, Schema],
+    services: Any = None,
 ) -> list[dict[str, Any]]:
     """Validate one node's own inputs (coercing literals in place); upstream problems are not its errors."""
     errors: list[dict[str, Any]] = []
@@ -283,7 +285,7 @@ def _node_errors(
         if "input_types" in (self_checked or ()):
             literals["input_types"] = {k: schemas[v.node_id].outputs[v.slot].type for k, v in node.links()}
         try:
-            result = node_type.validate_inputs(literals)
+            result = node_type.validate_inputs(literals, services)
         except Exception as exc:  # a node's own validator may raise anything; report it, never crash
             errors.append(
                 error(
@@ -404,7 +406,7 @@ def validate_prompt(
     own_errors: dict[str, list[dict[str, Any]]] = {}
     for node_id in involved:
         node = nodes[node_id]
-        errs = _node_errors(node, schemas[node_id], registry[node.class_type], nodes, schemas)
+        errs = _node_errors(node, schemas[node_id], registry[node.class_type], nodes, schemas, services)
         if errs:
             own_errors[node_id] = errs
     ordered, blocked = topological_order(involved, nodes)

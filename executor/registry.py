@@ -22,7 +22,8 @@ class NodeType:
     """A node type as the engine sees it, whatever form it was written in.
 
     `invoke(ctx, inputs)` runs the node once on one set of inputs and returns a `NodeOutput`.
-    The optional hooks take the inputs as one dict. `validate_names` lists the inputs the node
+    The optional hooks take the inputs as one dict (fingerprint and validate_inputs also the app
+    services, for hooks that declare a `services` parameter). `validate_names` lists the inputs the node
     validates itself (the engine then skips its own range/combo checks for them); None means all.
     """
 
@@ -30,8 +31,8 @@ class NodeType:
     invoke: Invoke
     source: str = "nodes"
     describe_fn: Callable[[Any], Schema] | None = None
-    fingerprint: Callable[[dict[str, Any]], Any] | None = None
-    validate_inputs: Callable[[dict[str, Any]], Any] | None = None
+    fingerprint: Callable[[dict[str, Any], Any], Any] | None = None
+    validate_inputs: Callable[[dict[str, Any], Any], Any] | None = None
     validate_names: frozenset[str] | None = frozenset()
     check_lazy_status: Callable[[dict[str, Any]], Sequence[str]] | None = None
     origin: type | None = None
@@ -148,12 +149,18 @@ def native_node_type(cls: type[Node], *, source: str = "nodes") -> NodeType:
         raw = execute(ctx, **inputs) if wants_ctx else execute(**inputs)
         return normalize_result(raw, schema)
 
-    def hook(name: str) -> tuple[Callable[[dict[str, Any]], Any] | None, frozenset[str] | None]:
+    def hook(name: str) -> tuple[Callable[..., Any] | None, frozenset[str] | None]:
         fn = getattr(cls, name, None)
         if fn is None:
             return None, frozenset()
         accepted = _accepted_names(fn)
-        return (lambda inputs: _call_with_known(fn, inputs, accepted)), accepted
+        if accepted is not None and "services" in accepted:
+            # Native hooks may name `services` (e.g. LoadImage hashes a file in the input folder).
+            def with_services(inputs: dict[str, Any], services: Any = None) -> Any:
+                return _call_with_known(fn, {**inputs, "services": services}, accepted)
+
+            return with_services, accepted - {"services"}
+        return (lambda inputs, services=None: _call_with_known(fn, inputs, accepted)), accepted
 
     fingerprint, _ = hook("fingerprint")
     validate, validate_names = hook("validate_inputs")

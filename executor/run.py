@@ -139,7 +139,7 @@ class _PromptRun:
             return None
         literals = {k: (None if isinstance(v, Link) else v) for k, v in self.nodes[node_id].inputs.items()}
         try:
-            return node_type.fingerprint(literals)
+            return node_type.fingerprint(literals, self.executor.services)
         except Exception:  # ComfyUI treats a failing IS_CHANGED as "changed"
             return float("nan")
 

@@ -16,6 +16,7 @@ BUILTIN_MODULES = (
     "nodes.latent",
     "nodes.sampling",
     "nodes.sampling_custom",
+    "nodes.loaders",
 )
 
 

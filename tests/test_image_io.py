@@ -292,15 +292,12 @@ def test_changed_input_file_reruns_load_image(harness):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="executor does not pass services to fingerprint hooks yet, so LoadImage "
-    "cannot hash its file and re-runs every time (NaN fingerprint)",
-)
-def test_unchanged_input_file_is_cached(harness):
+def test_unchanged_input_file_is_cached_and_a_changed_one_reruns(harness):
     write_png(harness.app.settings.input_dir / "a.png", random_pixels(4, 4))
-    harness.run(load_prompt("a.png"))
-    assert "1" in harness.run(load_prompt("a.png")).cached
+    assert "1" in harness.run(load_prompt("a.png")).ran
+    assert harness.run(load_prompt("a.png")).ran == []  # same file: everything served from the cache
+    write_png(harness.app.settings.input_dir / "a.png", random_pixels(4, 4, seed=5))
+    assert "1" in harness.run(load_prompt("a.png")).ran
 
 
 # --- previews and the command line ---------------------------------------------------------------
