@@ -1,6 +1,6 @@
 """The example workflows in workflows/ run end to end on the tiny demo checkpoints.
 
-All nine run through `python main.py run` (merged into one API prompt with prefixed node ids, so one
+All ten run through `python main.py run` (merged into one API prompt with prefixed node ids, so one
 process loads each file once), twice, in separate processes: every saved image must have the size
 the graph implies, must not be flat, and must be byte-identical across the two runs (same seeds).
 Sizes and step counts are shrunk for CPU speed; nothing else in the graphs changes. In-process
@@ -34,6 +34,7 @@ EXPECTED = {
     "flux_dev_txt2img.json": ("flux_dev", WIDTH, HEIGHT),
     "flux_dev_fp8_txt2img.json": ("flux_dev_fp8", WIDTH, HEIGHT),
     "flux_schnell_checkpoint_txt2img.json": ("flux_schnell", WIDTH, HEIGHT),
+    "flux_dev_diffusers_txt2img.json": ("flux_dev_diffusers", WIDTH, HEIGHT),
     "flux_dev_img2img.json": ("flux_dev_img2img", WIDTH, HEIGHT),
     "flux_fill_inpaint.json": ("flux_fill_inpaint", WIDTH, HEIGHT),
     "flux_fill_outpaint.json": ("flux_fill_outpaint", WIDTH + 16, HEIGHT),
