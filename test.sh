@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")"
 scripts/bootstrap.sh dev
 .venv/bin/ruff check .
-.venv/bin/mypy executor
+.venv/bin/mypy executor web
 .venv/bin/python -m pytest "$@"
