@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
 from executor import events as ev
 from executor.cache import OutputCache
-from executor.errors import Interrupted, NodeExecutionError
+from executor.errors import Interrupted, NodeExecutionError, PromptValidationError
 from executor.hooks import CancelToken
 from executor.run import Executor
+from executor.schema import Node, Schema, String
 from tests.fake_nodes import Slow, fake_registry
 
 
@@ -205,3 +207,62 @@ def test_hooks_wrap_every_executed_node():
 
     Executor(fake_registry(), hooks=Recording()).execute(chain_prompt(), prompt_id="h")
     assert sorted(calls) == [("1", "Number"), ("2", "Number"), ("3", "Add"), ("4", "Scale"), ("5", "Show")]
+
+
+class FileStamp(Node):
+    """Like LoadImage: its hooks read the app services (a folder) to fingerprint and validate."""
+
+    schema = Schema("FileStamp", inputs=(String("name", "a.txt"),), outputs=("STRING",))
+
+    @classmethod
+    def fingerprint(cls, name: str, services: Any = None) -> Any:
+        return services["stamps"][name] if services is not None else float("nan")
+
+    @classmethod
+    def validate_inputs(cls, name: str, services: Any = None) -> bool | str:
+        return services is not None and name in services["stamps"] or f"no stamp for {name!r}"
+
+    @classmethod
+    def execute(cls, name: str) -> tuple[str]:
+        return (name,)
+
+
+class V1AnyKwargs:
+    """A V1 IS_CHANGED taking **kwargs sees the node's inputs only, never the engine's services."""
+
+    seen: list[dict] = []
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("INT", {"default": 0})}}
+
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+
+    @classmethod
+    def IS_CHANGED(cls, **kwargs):
+        cls.seen.append(kwargs)
+        return kwargs["value"]
+
+    def run(self, value):
+        return (value,)
+
+
+def test_hooks_that_name_services_get_the_executors_services():
+    registry = fake_registry()
+    registry.register(FileStamp, source="tests")
+    registry.register_v1("V1AnyKwargs", V1AnyKwargs)
+    services = {"stamps": {"a.txt": 1}}
+    executor = Executor(registry, services=services)
+    prompt = {"1": {"class_type": "FileStamp", "inputs": {"name": "a.txt"}},
+              "2": {"class_type": "V1AnyKwargs", "inputs": {"value": 3}},
+              "3": {"class_type": "Show", "inputs": {"value": ["1", 0]}},
+              "4": {"class_type": "Show", "inputs": {"value": ["2", 0]}}}
+    assert sorted(executor.execute(prompt, prompt_id="a").ran) == ["1", "2", "3", "4"]
+    assert executor.execute(prompt, prompt_id="b").ran == []  # same stamp: cached
+    services["stamps"]["a.txt"] = 2
+    assert sorted(executor.execute(prompt, prompt_id="c").ran) == ["1", "3"]
+    assert V1AnyKwargs.seen and all(seen == {"value": 3} for seen in V1AnyKwargs.seen)
+    with pytest.raises(PromptValidationError, match="no stamp for 'b.txt'"):
+        executor.validate({"1": {"class_type": "FileStamp", "inputs": {"name": "b.txt"}},
+                           "3": {"class_type": "Show", "inputs": {"value": ["1", 0]}}})
