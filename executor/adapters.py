@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .errors import NodeDefinitionError
-from .registry import NodeType, _accepted_names, _call_with_known, normalize_result
+from .registry import NodeType, _accepted_names, bind_hook, normalize_result
 from .schema import COMBO, PROMPT_HIDDEN, Hidden, Input, NodeContext, NodeOutput, Output, Schema
 
 # Spec option keys (ComfyUI spelling) that map onto Input fields; the rest pass through in `extra`.
@@ -147,15 +147,8 @@ def v1_node_type(
     def describe(_services: Any) -> Schema:
         return _v1_schema(node_id, cls, display_name, source)
 
-    def classmethod_hook(attr: str):
-        fn = getattr(cls, attr, None)
-        if fn is None:
-            return None, frozenset()
-        names = _accepted_names(fn)
-        return (lambda inputs, services=None: _call_with_known(fn, inputs, names)), names
-
-    fingerprint, _ = classmethod_hook("IS_CHANGED")
-    validate, validate_names = classmethod_hook("VALIDATE_INPUTS")
+    fingerprint, _ = bind_hook(cls, "IS_CHANGED")
+    validate, validate_names = bind_hook(cls, "VALIDATE_INPUTS")
     lazy = None
     if hasattr(cls, "check_lazy_status"):
 
@@ -247,16 +240,9 @@ def v3_node_type(cls: Any, *, source: str = "nodes") -> NodeType:
         runner: Any = type(cls.__name__, (cls,), {"hidden": HiddenValues(hidden)}) if hidden else cls
         return normalize_result(runner.execute(**inputs), schema)
 
-    def hook(attr: str):
-        fn = getattr(cls, attr, None)
-        if fn is None:
-            return None, frozenset()
-        names = _accepted_names(fn)
-        return (lambda inputs, services=None: _call_with_known(fn, inputs, names)), names
-
-    fingerprint, _ = hook("fingerprint_inputs")
-    validate, validate_names = hook("validate_inputs")
-    lazy, _ = hook("check_lazy_status")
+    fingerprint, _ = bind_hook(cls, "fingerprint_inputs")
+    validate, validate_names = bind_hook(cls, "validate_inputs")
+    lazy, _ = bind_hook(cls, "check_lazy_status")
     return NodeType(
         schema,
         invoke,

@@ -72,6 +72,27 @@ def _call_with_known(fn: Callable[..., Any], inputs: Mapping[str, Any], names: f
     return fn(**(inputs if names is None else {k: v for k, v in inputs.items() if k in names}))
 
 
+def bind_hook(
+    cls: type, name: str, *, offer_services: bool = False
+) -> tuple[Callable[..., Any] | None, frozenset[str] | None]:
+    """`cls.name` as `hook(inputs, services=None)`, and the input names it accepts (None: all).
+
+    Only hooks that declare a `services` parameter receive the app services (and only where
+    `offer_services`, i.e. native nodes: a pack's `**kwargs` hook sees its inputs alone).
+    """
+    fn = getattr(cls, name, None)
+    if fn is None:
+        return None, frozenset()
+    accepted = _accepted_names(fn)
+    if offer_services and accepted is not None and "services" in accepted:
+        # e.g. LoadImage hashes a file in the input folder from the settings in services.
+        def with_services(inputs: dict[str, Any], services: Any = None) -> Any:
+            return _call_with_known(fn, {**inputs, "services": services}, accepted)
+
+        return with_services, accepted - {"services"}
+    return (lambda inputs, services=None: _call_with_known(fn, inputs, accepted)), accepted
+
+
 def _accepted_names(fn: Callable[..., Any], skip_first: bool = False) -> frozenset[str] | None:
     params = list(inspect.signature(fn).parameters.values())
     if skip_first and params:
@@ -149,22 +170,9 @@ def native_node_type(cls: type[Node], *, source: str = "nodes") -> NodeType:
         raw = execute(ctx, **inputs) if wants_ctx else execute(**inputs)
         return normalize_result(raw, schema)
 
-    def hook(name: str) -> tuple[Callable[..., Any] | None, frozenset[str] | None]:
-        fn = getattr(cls, name, None)
-        if fn is None:
-            return None, frozenset()
-        accepted = _accepted_names(fn)
-        if accepted is not None and "services" in accepted:
-            # Native hooks may name `services` (e.g. LoadImage hashes a file in the input folder).
-            def with_services(inputs: dict[str, Any], services: Any = None) -> Any:
-                return _call_with_known(fn, {**inputs, "services": services}, accepted)
-
-            return with_services, accepted - {"services"}
-        return (lambda inputs, services=None: _call_with_known(fn, inputs, accepted)), accepted
-
-    fingerprint, _ = hook("fingerprint")
-    validate, validate_names = hook("validate_inputs")
-    lazy, _ = hook("check_lazy_status")
+    fingerprint, _ = bind_hook(cls, "fingerprint", offer_services=True)
+    validate, validate_names = bind_hook(cls, "validate_inputs", offer_services=True)
+    lazy, _ = bind_hook(cls, "check_lazy_status")
     return NodeType(
         schema,
         invoke,
