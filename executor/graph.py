@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from .errors import PromptValidationError
+from .order import cycle_members, dependency_closure, topological_order
 from .registry import NodeRegistry, NodeType
 from .schema import ANY, BOOLEAN, COMBO, FLOAT, INT, STRING, Input, Schema
 
@@ -303,59 +304,6 @@ def _node_errors(
     return errors
 
 
-def dependency_closure(roots: Iterable[str], nodes: Mapping[str, PromptNode]) -> list[str]:
-    """Every node the roots depend on (roots included), iteratively so 10k-deep chains are fine."""
-    seen: set[str] = set()
-    order: list[str] = []
-    stack = [r for r in roots]
-    while stack:
-        node_id = stack.pop()
-        if node_id in seen or node_id not in nodes:
-            continue
-        seen.add(node_id)
-        order.append(node_id)
-        stack.extend(nodes[node_id].sources)
-    return order
-
-
-def topological_order(
-    node_ids: Iterable[str], nodes: Mapping[str, PromptNode]
-) -> tuple[list[str], list[str]]:
-    """Kahn's algorithm over the given nodes. Returns (ordered, nodes left in or behind cycles)."""
-    members = set(node_ids)
-    indegree = dict.fromkeys(members, 0)
-    users: dict[str, list[str]] = {n: [] for n in members}
-    for node_id in members:
-        for source in nodes[node_id].sources & members:
-            indegree[node_id] += 1
-            users[source].append(node_id)
-    ready = [n for n, d in indegree.items() if d == 0]
-    ordered: list[str] = []
-    while ready:
-        node_id = ready.pop()
-        ordered.append(node_id)
-        for user in users[node_id]:
-            indegree[user] -= 1
-            if indegree[user] == 0:
-                ready.append(user)
-    return ordered, sorted(n for n, d in indegree.items() if d > 0)
-
-
-def _cycle_members(blocked: list[str], nodes: Mapping[str, PromptNode]) -> set[str]:
-    """Of the nodes Kahn could not order, those actually on a cycle (not merely downstream of one)."""
-    members = set(blocked)
-    reach: dict[str, set[str]] = {}
-    for start in blocked:
-        seen, stack = set(), [start]
-        while stack:
-            for _, link in nodes[stack.pop()].links():
-                if link.node_id in members and link.node_id not in seen:
-                    seen.add(link.node_id)
-                    stack.append(link.node_id)
-        reach[start] = seen
-    return {n for n in blocked if n in reach[n]}
-
-
 def validate_prompt(
     prompt: Any, registry: NodeRegistry, *, services: Any = None, targets: Iterable[str] | None = None
 ) -> ValidatedPrompt:
@@ -410,14 +358,14 @@ def validate_prompt(
         if errs:
             own_errors[node_id] = errs
     ordered, blocked = topological_order(involved, nodes)
-    for node_id in sorted(_cycle_members(blocked, nodes)):
-        cycle = sorted(_cycle_members(blocked, nodes))
+    cycle = sorted(cycle_members(blocked, nodes))
+    for node_id in cycle:
         own_errors.setdefault(node_id, []).append(
             error(
                 "dependency_cycle",
                 "Dependency cycle detected",
                 f"nodes {', '.join(cycle)} depend on each other",
-                cycle_nodes=cycle,
+                cycle_nodes=list(cycle),
             )
         )
 

@@ -15,14 +15,13 @@ from .graph import (
     Link,
     PromptNode,
     ValidatedPrompt,
-    dependency_closure,
     parse_prompt,
     still_valid,
     to_link,
-    topological_order,
     validate_prompt,
 )
 from .hooks import CancelToken, NodeHooks, NullHooks, RunResult, exception_type_name, format_value
+from .order import dependency_closure, topological_order
 from .registry import NodeRegistry, NodeType
 from .schema import NodeContext, NodeOutput
 
