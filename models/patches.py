@@ -5,15 +5,23 @@ hyper-parameters it was built from, an ordered tuple of weight patches and a few
 that changes a model returns `handle.clone(...)` or `handle.with_patches(...)`; the base module and
 every other handle that shares it are untouched, which keeps the executor's output cache correct.
 
-Patch contract (LoRA and friends build on this; applying is the memory manager's job):
+Patch contract (LoRA and friends build on this; applying is the memory manager's job, with the
+math in `models.lora.math`):
 - A `WeightPatch` names one tensor of the base module by its state-dict key (the BFL key for the
   diffusion model, e.g. "double_blocks.0.img_attn.qkv.weight"; the HF key inside a text encoder,
-  prefixed "clip_l." / "t5xxl.").
-- `kind` says how `tensors` combine with the base weight W (shapes in the docstring of each kind):
-  "diff": W + strength * d;  "set": W := tensors[0];  "lora": W + strength * alpha/rank * (up @ down).
+  prefixed "clip_l." / "t5xxl."). Bias deltas are patches on the ".bias" key.
+- `kind` says how `tensors` combine with the base weight W; `slots` names each tensor (see
+  `KIND_SLOTS`). With s = strength and scale = alpha / rank (1 when alpha is None):
+  "diff": W + s * diff;  "set": W + s * (weight - W) (s = 1: replaced);
+  "lora": W + s * scale * (up @ down) (LoCon `mid`: Tucker core for conv kernels);
+  "loha": W + s * scale * (w1a @ w1b) * (w2a @ w2b);  "lokr": W + s * scale * kron(w1, w2).
+  A `dora_scale` slot makes lora/loha/lokr DoRA patches (columns re-normalised, ComfyUI's rule).
+- `base_strength` multiplies W before the patch (model merges: W * ratio + other * (1 - ratio)).
+  `inner` patches are applied to a diff/set tensor first (merging a model that carries patches).
+- `reshape` zero-pads the base tensor to a new shape first (BFL control LoRAs widen img_in).
   Where a patch targets part of a fused tensor (diffusers q/k/v into BFL qkv), `offset`
   = (dim, start, length) selects the slice it applies to.
-- Patches apply in tuple order onto a backup of the base weight, in float32, and the result is
+- Patches apply in tuple order onto a copy of the base weight, in float32, and the result is
   cast back to the stored dtype; undoing restores the backup. Nothing is ever set on the module
   from outside while a handle that does not carry the patch may use it.
 """
@@ -30,7 +38,17 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-PATCH_KINDS = frozenset({"diff", "set", "lora"})
+# kind -> (required slots, optional slots); `tensors` follow `slots` in order.
+KIND_SLOTS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = MappingProxyType(
+    {
+        "diff": (("diff",), ()),
+        "set": (("weight",), ()),
+        "lora": (("up", "down"), ("mid", "dora_scale")),
+        "loha": (("w1a", "w1b", "w2a", "w2b"), ("t1", "t2", "dora_scale")),
+        "lokr": ((), ("w1", "w1a", "w1b", "w2", "w2a", "w2b", "t2", "dora_scale")),
+    }
+)
+PATCH_KINDS = frozenset(KIND_SLOTS)
 
 
 def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -39,7 +57,11 @@ def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
 
 @dataclass(frozen=True, eq=False)
 class WeightPatch:
-    """One change to one base tensor; compared by identity (it holds tensors)."""
+    """One change to one base tensor; compared by identity (it holds tensors).
+
+    `slots` names `tensors` one by one; left empty it defaults to the kind's required slots, so
+    `WeightPatch(key, "diff", (d,))` and `WeightPatch(key, "lora", (up, down), alpha=a)` work.
+    """
 
     key: str
     kind: str
@@ -47,12 +69,54 @@ class WeightPatch:
     strength: float = 1.0
     offset: tuple[int, int, int] | None = None  # (dim, start, length) inside a fused tensor
     source: str = ""  # e.g. the LoRA file name, for logs
+    slots: tuple[str, ...] = ()
+    alpha: float | None = None  # lora/loha/lokr: scale = alpha / rank; None: scale 1
+    base_strength: float = 1.0  # W is multiplied by this before the patch (merges)
+    reshape: tuple[int, ...] | None = None  # zero-pad the base tensor to this shape first
+    inner: tuple[WeightPatch, ...] = ()  # diff/set: patches applied to the tensor first
 
     def __post_init__(self) -> None:
-        if self.kind not in PATCH_KINDS:
+        if self.kind not in KIND_SLOTS:
             raise ValueError(f"patch {self.key!r}: kind {self.kind!r} is not one of {sorted(PATCH_KINDS)}")
         if not self.tensors:
             raise ValueError(f"patch {self.key!r}: no tensors")
+        required, optional = KIND_SLOTS[self.kind]
+        if not self.slots:
+            object.__setattr__(self, "slots", required[: len(self.tensors)])
+        if len(self.slots) != len(self.tensors) or len(set(self.slots)) != len(self.slots):
+            raise ValueError(
+                f"patch {self.key!r}: slots {self.slots} do not name the {len(self.tensors)} tensors"
+            )
+        unknown = set(self.slots) - set(required) - set(optional)
+        missing = set(required) - set(self.slots)
+        if unknown or missing:
+            raise ValueError(
+                f"patch {self.key!r} ({self.kind}): unknown slots {sorted(unknown)}, missing {sorted(missing)}"
+            )
+        if self.kind == "lokr":
+            for factor in ("w1", "w2"):
+                if factor not in self.slots and not {f"{factor}a", f"{factor}b"} <= set(self.slots):
+                    raise ValueError(f"patch {self.key!r} (lokr): needs {factor} or {factor}a and {factor}b")
+        if self.inner and self.kind not in ("diff", "set"):
+            raise ValueError(f"patch {self.key!r}: inner patches only apply to diff/set tensors")
+        if self.offset is not None and len(self.offset) != 3:
+            raise ValueError(f"patch {self.key!r}: offset must be (dim, start, length), got {self.offset}")
+
+    def tensor(self, slot: str) -> torch.Tensor | None:
+        """The tensor in `slot`, or None when this patch has none there."""
+        return self.tensors[self.slots.index(slot)] if slot in self.slots else None
+
+    def named(self) -> dict[str, torch.Tensor]:
+        """slot -> tensor."""
+        return dict(zip(self.slots, self.tensors))
+
+    @property
+    def dora_scale(self) -> torch.Tensor | None:
+        return self.tensor("dora_scale")
+
+    def with_strength(self, strength: float) -> WeightPatch:
+        """The same patch at another strength (tensors shared)."""
+        return dataclasses.replace(self, strength=strength)
 
 
 @dataclass(frozen=True)

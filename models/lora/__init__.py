@@ -1,0 +1,1 @@
+"""LoRA and other weight patches: the math, file-format detection and converters, and loading."""
