@@ -105,7 +105,7 @@ class App:
     registry: Any
     services: Any
     executor: Any
-    packs: Any = None  # nodes.custom_loader.PackReport
+    packs: Any = None  # nodes.runtime.custom_loader.PackReport
 
 
 def build_memory_manager(settings: Settings) -> Any:
@@ -123,11 +123,11 @@ def build_app(settings: Settings, *, load_packs: bool = True) -> App:
     """Wire the engine: built-in nodes + custom packs, services for nodes, executor with torch hooks."""
     from executor.cache import OutputCache
     from executor.run import Executor
-    from nodes.custom_loader import load_custom_nodes
-    from nodes.hooks import TorchNodeHooks, outputs_bytes
-    from nodes.model_paths import ModelPaths
-    from nodes.registry import build_registry
-    from nodes.services import NodeServices
+    from nodes.runtime.custom_loader import load_custom_nodes
+    from nodes.runtime.hooks import TorchNodeHooks, outputs_bytes
+    from nodes.runtime.model_paths import ModelPaths
+    from nodes.runtime.registry import build_registry
+    from nodes.runtime.services import NodeServices
 
     registry = build_registry()
     packs = load_custom_nodes(settings.custom_nodes_dir, registry) if load_packs else None
@@ -146,7 +146,7 @@ def load_workflow(path: Path, registry: Any = None, services: Any = None) -> dic
     """
     from executor.errors import PromptValidationError
     from executor.workflow import to_api_prompt
-    from nodes.png_workflow import PngWorkflowError, is_png, read_png_workflow
+    from nodes.runtime.png_workflow import PngWorkflowError, is_png, read_png_workflow
 
     if not path.is_file():
         raise SystemExit(f"error: workflow file not found: {path}")
@@ -161,7 +161,7 @@ def load_workflow(path: Path, registry: Any = None, services: Any = None) -> dic
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise SystemExit(f"error: {path} is not a JSON workflow or a PNG: {exc}") from None
     if registry is None:
-        from nodes.registry import build_registry
+        from nodes.runtime.registry import build_registry
 
         registry = build_registry()
     try:

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from executor.run import Executor  # noqa: E402
-from nodes.registry import build_registry  # noqa: E402
+from nodes.runtime.registry import build_registry  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 

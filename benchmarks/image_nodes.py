@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from nodes.image_canny import Canny  # noqa: E402
-from nodes.image_io import LoadImage, PreviewImage, SaveImage  # noqa: E402
-from nodes.image_ops import ImagePadForOutpaint, ImageScale, ImageStitch  # noqa: E402
+from nodes.image.canny import Canny  # noqa: E402
+from nodes.image.files import LoadImage, PreviewImage, SaveImage  # noqa: E402
+from nodes.image.transforms import ImagePadForOutpaint, ImageScale, ImageStitch  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 DATE, MACHINE = "2026-11-22", "2-core CPU sandbox"

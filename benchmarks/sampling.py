@@ -145,9 +145,9 @@ def ours_runner(m: Models, size: int, steps: int):
     from models.memory import MemoryManager
     from models.patches import ClipHandle, ModelHandle, ModelOptions, VaeHandle
     from models.text.encode import TextEncoders
-    from nodes.hooks import TorchNodeHooks, outputs_bytes
-    from nodes.registry import build_registry
-    from nodes.services import NodeServices
+    from nodes.runtime.hooks import TorchNodeHooks, outputs_bytes
+    from nodes.runtime.registry import build_registry
+    from nodes.runtime.services import NodeServices
     from settings import Settings
 
     handles = {

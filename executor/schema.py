@@ -24,6 +24,7 @@ ANY = "*"
 
 HIDDEN_KINDS = frozenset({"PROMPT", "EXTRA_PNGINFO", "UNIQUE_ID", "DYNPROMPT"})
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
+MAX_RESOLUTION = 16384  # ComfyUI's bound on image and latent sizes in pixels
 
 # Options of a COMBO may be computed when asked (e.g. files in a model folder). The callable gets the
 # app's services object (opaque to the executor) and returns the current choices.

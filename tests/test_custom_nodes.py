@@ -8,7 +8,7 @@ from pathlib import Path
 from executor.object_info import object_info
 from executor.registry import NodeRegistry
 from executor.run import Executor
-from nodes.custom_loader import load_custom_nodes
+from nodes.runtime.custom_loader import load_custom_nodes
 
 
 def write(path: Path, text: str) -> None:

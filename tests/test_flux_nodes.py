@@ -20,8 +20,7 @@ from PIL import Image
 from executor.registry import NodeRegistry
 from executor.run import Executor
 from executor.schema import ANY, Node, NodeContext, NodeOutput, Schema, String, Typed
-from nodes import conditioning, latent
-from nodes.flux_denoiser import (
+from models.flux.denoiser import (
     BatchedConds,
     FluxPredictor,
     batch_conds,
@@ -30,6 +29,8 @@ from nodes.flux_denoiser import (
     process_in,
     process_out,
 )
+from nodes.conditioning import flux as conditioning
+from nodes.latent import latents as latent
 
 
 class Given(Node):
@@ -112,7 +113,7 @@ def test_timestep_range_records_percentages():
 
 def test_set_area_passes_through_with_a_warning(caplog):
     original = cond()
-    with caplog.at_level(logging.WARNING, logger="nodes.conditioning"):
+    with caplog.at_level(logging.WARNING, logger="nodes.conditioning.flux"):
         (out,) = run_node("ConditioningSetArea", {"width": 256, "height": 128, "x": 64, "y": 8, "strength": 0.5},
                           {"conditioning": original})
     assert "ignores conditioning areas" in caplog.text
@@ -333,7 +334,8 @@ def tiny_handle(guidance_embed: bool = True, in_channels: int = 64, seed: int = 
 
 
 def sampling_modules():
-    from nodes import sampling, sampling_custom
+    from nodes.sampling import custom as sampling_custom
+    from nodes.sampling import ksampler as sampling
 
     return (conditioning, latent, sampling, sampling_custom)
 

@@ -16,7 +16,7 @@ import torch
 from executor import events as ev
 from executor.errors import Interrupted
 from executor.hooks import CancelToken
-from nodes.flux_denoiser import process_in, process_out
+from models.flux.denoiser import process_in, process_out
 from tests.test_flux_nodes import g, make_executor, run_prompt, sampling_modules, tiny_handle
 
 MU = 1.15  # ComfyUI's default shift for guidance-distilled FLUX

@@ -18,8 +18,9 @@ import torch
 from PIL import Image
 
 from executor.errors import NodeExecutionError, PromptValidationError
-from nodes.image_io import LoadImage, LoadImageMask
-from nodes.image_paths import (
+from nodes.image.files import LoadImage, LoadImageMask
+from nodes.image.tensors import encode_image
+from nodes.runtime.file_paths import (
     UnsafePathError,
     list_input_images,
     resolve_annotated,
@@ -27,7 +28,6 @@ from nodes.image_paths import (
     save_target,
     split_annotation,
 )
-from nodes.image_tensors import encode_image
 from tests.test_image_nodes import Harness, make_harness
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,8 +13,8 @@ from executor.run import Executor
 from executor.schema import ANY, Hidden, Node, NodeContext, NodeOutput, Schema, Typed
 from models.formats.fp8 import CastLinear
 from models.patches import ClipHandle, ModelHandle, VaeHandle
-from nodes.model_paths import ModelPaths
-from nodes.registry import build_registry
+from nodes.runtime.model_paths import ModelPaths
+from nodes.runtime.registry import build_registry
 
 
 class Probe(Node):
@@ -52,7 +52,7 @@ def demo_dir(demo_models_dir):
 
 @pytest.fixture
 def run(demo_dir):
-    registry = build_registry(("nodes.loaders", "nodes.conditioning", "nodes.latent", "nodes.sampling"))
+    registry = build_registry(("nodes.loaders.model_files", "nodes.conditioning.flux", "nodes.latent.latents", "nodes.sampling.ksampler"))
     registry.register(Probe, source="tests")
     services = Services(ModelPaths.from_models_dir(demo_dir))
     executor = Executor(registry, services=services)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nodes.model_paths import ExtraPathsConfigError, ModelNotFound, ModelPaths, UnsafeModelPath
+from nodes.runtime.model_paths import ExtraPathsConfigError, ModelNotFound, ModelPaths, UnsafeModelPath
 
 
 def touch(path: Path, data: bytes = b"x") -> Path:

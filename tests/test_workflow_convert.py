@@ -13,7 +13,7 @@ import pytest
 from executor.errors import PromptValidationError
 from executor.schema import Combo, Float, Int, Node, Schema, String, Typed
 from executor.workflow import to_api_prompt, ui_to_api, widget_slots
-from nodes.registry import build_registry
+from nodes.runtime.registry import build_registry
 from tests.comfy_core_schemas import add_missing_core_nodes
 
 

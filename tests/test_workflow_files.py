@@ -12,8 +12,8 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 import main
-from nodes.png_workflow import PngWorkflowError, read_png_workflow
-from nodes.registry import build_registry
+from nodes.runtime.png_workflow import PngWorkflowError, read_png_workflow
+from nodes.runtime.registry import build_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from executor.workflow import ui_to_api, widget_slots
-from nodes.registry import build_registry
+from nodes.runtime.registry import build_registry
 from tests.comfy_core_schemas import add_missing_core_nodes
 
 

@@ -51,7 +51,7 @@ def _app_wiring(tmp_path_factory):
 
     app = main.build_app(Settings(models_dir=tmp_path_factory.mktemp("empty")), load_packs=False)
     if "UNETLoader" not in app.registry or getattr(app.services, "model_paths", None) is None:
-        pytest.skip("main.build_app does not register nodes.loaders / pass ModelPaths to nodes yet")
+        pytest.skip("main.build_app does not register nodes.loaders.model_files / pass ModelPaths to nodes yet")
 
 
 def load(name: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from executor.queue import PromptQueue
 from executor.registry import NodeRegistry
 from executor.run import Executor
 from executor.schema import Int, Node, NodeContext, NodeOutput, Schema, Typed
-from nodes.model_paths import ModelPaths
+from nodes.runtime.model_paths import ModelPaths
 from settings import Settings
 from tests.fake_nodes import FAKE_NODES
 from web.app import create_app

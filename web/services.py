@@ -16,7 +16,7 @@ from .hub import Hub
 
 
 class ModelCatalog(Protocol):
-    """Model folders by kind (nodes.model_paths.ModelPaths satisfies it; web never imports nodes)."""
+    """Model folders by kind (nodes.runtime.model_paths.ModelPaths satisfies it; web never imports nodes)."""
 
     folders: Mapping[str, tuple[Path, ...]]
 

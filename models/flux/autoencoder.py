@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .ae_blocks import Downsample, MidBlock, ResnetBlock, Upsample, normalize
+from .latent_format import FLUX1_LATENT, LatentFormat
 
 
 class AutoEncoderParamsError(ValueError):
@@ -28,8 +29,8 @@ class AutoEncoderParams:
     ch_mult: tuple[int, ...] = (1, 2, 4, 4)
     num_res_blocks: int = 2
     z_channels: int = 16
-    scale_factor: float = 0.3611
-    shift_factor: float = 0.1159
+    scale_factor: float = FLUX1_LATENT.scale
+    shift_factor: float = FLUX1_LATENT.shift
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ch_mult", tuple(int(m) for m in self.ch_mult))
@@ -43,6 +44,11 @@ class AutoEncoderParams:
                 raise ValueError(f"AutoEncoderParams.{name} must be >= 1, got {getattr(self, name)}")
         if self.scale_factor == 0:
             raise ValueError("scale_factor must be non-zero")
+
+    @property
+    def latent_format(self) -> LatentFormat:
+        """How this VAE's latents map to model space."""
+        return LatentFormat(scale=self.scale_factor, shift=self.shift_factor, channels=self.z_channels)
 
     @property
     def downscale(self) -> int:
@@ -134,17 +140,16 @@ class AutoEncoder(nn.Module):
         self.params = params
         self.encoder = Encoder(params)
         self.decoder = Decoder(params)
-        self.scale_factor = params.scale_factor
-        self.shift_factor = params.shift_factor
+        self.latent_format = params.latent_format
 
     def encode(self, x: Tensor) -> Tensor:
         """x [B, 3, H, W] in -1..1 (H, W multiples of 8) -> scale * (mean - shift) [B, z, H/8, W/8]."""
         mean = self.encoder(x)[:, : self.params.z_channels]
-        return self.scale_factor * (mean - self.shift_factor)
+        return self.latent_format.process_in(mean)
 
     def decode(self, z: Tensor) -> Tensor:
         """Scaled latents [B, z, h, w] -> pixels [B, 3, 8h, 8w], about -1..1 (not clamped)."""
-        return self.decoder(z / self.scale_factor + self.shift_factor)
+        return self.decoder(self.latent_format.process_out(z))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.decode(self.encode(x))
@@ -158,8 +163,8 @@ def detect_autoencoder_params(
     shapes: Mapping[str, Any],
     prefix: str | None = None,
     *,
-    scale_factor: float = 0.3611,
-    shift_factor: float = 0.1159,
+    scale_factor: float = FLUX1_LATENT.scale,
+    shift_factor: float = FLUX1_LATENT.shift,
 ) -> AutoEncoderParams:
     """AutoEncoderParams of an ae.safetensors-layout state dict from `key -> shape`.
 

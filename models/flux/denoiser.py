@@ -15,23 +15,16 @@ from typing import Any
 
 import torch
 
-from .latent_resize import resize
+from models.imaging.resize import resize
 
-# FLUX.1 latent format (ComfyUI latent_formats.Flux): model space = (mean - shift) * scale.
-LATENT_SCALE = 0.3611
-LATENT_SHIFT = 0.1159
-LATENT_CHANNELS = 16
+from .latent_format import FLUX1_LATENT
+
+LATENT_CHANNELS = FLUX1_LATENT.channels
 DEFAULT_GUIDANCE = 3.5  # what ComfyUI feeds a guidance-distilled model when the conditioning has none
 
 
-def process_in(samples: torch.Tensor) -> torch.Tensor:
-    """LATENT samples (un-scaled VAE means) -> model space."""
-    return (samples - LATENT_SHIFT) * LATENT_SCALE
-
-
-def process_out(latent: torch.Tensor) -> torch.Tensor:
-    """Model space -> LATENT samples."""
-    return latent / LATENT_SCALE + LATENT_SHIFT
+process_in = FLUX1_LATENT.process_in
+process_out = FLUX1_LATENT.process_out
 
 
 @dataclass(frozen=True, eq=False)

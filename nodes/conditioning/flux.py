@@ -13,15 +13,25 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from executor.schema import Boolean, Combo, Float, Int, Node, NodeContext, Output, Schema, String, Typed
-
-from . import vae_ops
-from .device import use_models
+from executor.schema import (
+    MAX_RESOLUTION,
+    Boolean,
+    Combo,
+    Float,
+    Int,
+    Node,
+    NodeContext,
+    Output,
+    Schema,
+    String,
+    Typed,
+)
+from nodes.latent import vae_ops
+from nodes.runtime.device import use_models
 
 log = logging.getLogger(__name__)
 
 Conditioning = list[list[Any]]
-MAX_RESOLUTION = 16384
 REFERENCE_METHODS = ("offset", "index", "uxo/uno")
 
 

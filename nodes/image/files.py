@@ -1,6 +1,6 @@
 """Image files in and out: LoadImage, LoadImageMask, SaveImage, PreviewImage (ComfyUI's nodes of those names).
 
-Names from prompts resolve through `nodes.image_paths` (never outside their folder). Saved PNGs carry
+Names from prompts resolve through `nodes.runtime.file_paths` (never outside their folder). Saved PNGs carry
 the prompt and every `extra_pnginfo` entry (the workflow) as JSON tEXt chunks, like ComfyUI's.
 
 Hooks (`fingerprint`, `validate_inputs`) take an optional `services` keyword: LoadImage needs the
@@ -24,8 +24,8 @@ from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 from executor.schema import PROMPT_HIDDEN, Combo, Node, NodeContext, NodeOutput, Schema, String, Typed
-
-from .image_paths import (
+from nodes.image.tensors import channel_mask, empty_mask, mask_from_alpha, pil_to_image, tensor_to_pil
+from nodes.runtime.file_paths import (
     SaveTarget,
     UnsafePathError,
     folder_for,
@@ -35,7 +35,6 @@ from .image_paths import (
     save_target,
     split_annotation,
 )
-from .image_tensors import channel_mask, empty_mask, mask_from_alpha, pil_to_image, tensor_to_pil
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from executor.schema import Combo, Float, Int, Node, Schema, Typed
+from executor.schema import MAX_RESOLUTION, Combo, Float, Int, Node, Schema, Typed
 
-MAX_RESOLUTION = 16384
 IMAGE_CHANNELS = ("red", "green", "blue", "alpha")
 
 

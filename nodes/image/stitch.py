@@ -6,8 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from executor.schema import Boolean, Combo, Int, Node, Schema, Typed
-
-from .latent_resize import resize
+from models.imaging.resize import resize
 
 DIRECTIONS = ("right", "down", "left", "up")
 SPACING_COLORS = {

@@ -10,13 +10,11 @@ import math
 
 import torch
 
-from executor.schema import Combo, Float, Int, Node, Output, Schema, Typed
+from executor.schema import MAX_RESOLUTION, Combo, Float, Int, Node, Output, Schema, Typed
+from models.imaging.resize import resize
+from nodes.image.canny import Canny
+from nodes.image.stitch import ImageStitch, match_channels
 
-from .image_canny import Canny
-from .image_stitch import ImageStitch, match_channels
-from .latent_resize import resize
-
-MAX_RESOLUTION = 16384
 UPSCALE_METHODS = ("nearest-exact", "bilinear", "area", "bicubic", "lanczos")
 CROP_METHODS = ("disabled", "center")
 # ComfyUI lists "bilinear" twice for this node; the list is kept as is so saved workflows match.

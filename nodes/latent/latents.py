@@ -11,20 +11,17 @@ from typing import Any
 
 import torch
 
-from executor.schema import Combo, Float, Int, Node, NodeContext, Output, Schema, Typed
-
-from . import vae_ops
-from .latent_resize import CROP_METHODS, LATENT_UPSCALE_METHODS, resize
-
-MAX_RESOLUTION = 16384
-LATENT_CHANNELS = 16
+from executor.schema import MAX_RESOLUTION, Combo, Float, Int, Node, NodeContext, Output, Schema, Typed
+from models.flux.latent_format import FLUX1_LATENT
+from models.imaging.resize import CROP_METHODS, LATENT_UPSCALE_METHODS, resize
+from nodes.latent import vae_ops
 
 Latent = dict[str, Any]
 
 
 def empty_latent(batch_size: int, height: int, width: int) -> Latent:
     """All-zero FLUX latent [batch, 16, height // 8, width // 8], float32 on the CPU."""
-    return {"samples": torch.zeros(batch_size, LATENT_CHANNELS, height // 8, width // 8)}
+    return {"samples": torch.zeros(batch_size, FLUX1_LATENT.channels, height // 8, width // 8)}
 
 
 class EmptyLatentImage(Node):

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from .device import compute_device, use_models
+from nodes.runtime.device import compute_device, use_models
 
 
 def crop_to_multiple(pixels: torch.Tensor, multiple: int = 8) -> torch.Tensor:
@@ -43,7 +43,7 @@ def encode(ctx: Any, vae: Any, pixels: torch.Tensor, *, tile: int | None = None,
             from models.flux.tiling import encode_tiled
 
             z = encode_tiled(ae, x, tile=tile, overlap=overlap)
-    return to_latent_space(vae, z.float().cpu())
+    return vae.params.latent_format.process_out(z.float().cpu())
 
 
 def decode(ctx: Any, vae: Any, samples: torch.Tensor, *, tile: int | None = None, overlap: int = 64) -> torch.Tensor:
@@ -54,7 +54,7 @@ def decode(ctx: Any, vae: Any, samples: torch.Tensor, *, tile: int | None = None
     ae = _autoencoder(vae)
     with use_models(ctx, ae):
         device, dtype = compute_device(ctx, ae), vae.compute_dtype
-        z = from_latent_space(vae, samples.float()).to(device=device, dtype=dtype)
+        z = vae.params.latent_format.process_in(samples.float()).to(device=device, dtype=dtype)
         if tile is None:
             x = ae.decode(z)
         else:
@@ -62,13 +62,3 @@ def decode(ctx: Any, vae: Any, samples: torch.Tensor, *, tile: int | None = None
 
             x = decode_tiled(ae, z, tile=tile, overlap=overlap)
     return ((x.float().cpu() + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1)
-
-
-def to_latent_space(vae: Any, z: torch.Tensor) -> torch.Tensor:
-    """Scaled model-space latents -> the un-scaled means LATENT values hold (ComfyUI's process_out)."""
-    return z / vae.params.scale_factor + vae.params.shift_factor
-
-
-def from_latent_space(vae: Any, samples: torch.Tensor) -> torch.Tensor:
-    """LATENT samples -> the scaled latents the VAE decoder and the transformer take (process_in)."""
-    return (samples - vae.params.shift_factor) * vae.params.scale_factor

@@ -20,8 +20,7 @@ from models import formats
 from models.formats.detect import CLIP_L, T5XXL
 from models.formats.fp8 import WEIGHT_DTYPES
 from models.patches import ClipHandle, ModelHandle, ModelOptions, VaeHandle
-
-from .model_paths import ModelPaths
+from nodes.runtime.model_paths import ModelPaths
 
 if TYPE_CHECKING:
     from models.flux.model import Flux

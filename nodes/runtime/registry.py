@@ -9,14 +9,14 @@ from executor.registry import NodeRegistry
 # Each module exports NODES: tuple of Node classes. Order only matters for object_info listing.
 BUILTIN_MODULES = (
     "nodes.primitives",
-    "nodes.image_io",
-    "nodes.image_ops",
-    "nodes.masks",
-    "nodes.conditioning",
-    "nodes.latent",
-    "nodes.sampling",
-    "nodes.sampling_custom",
-    "nodes.loaders",
+    "nodes.image.files",
+    "nodes.image.transforms",
+    "nodes.image.masks",
+    "nodes.conditioning.flux",
+    "nodes.latent.latents",
+    "nodes.sampling.ksampler",
+    "nodes.sampling.custom",
+    "nodes.loaders.model_files",
 )
 
 

@@ -11,5 +11,5 @@ from settings import Settings
 @dataclass(frozen=True)
 class NodeServices:
     settings: Settings
-    model_paths: Any = None  # nodes.model_paths.ModelPaths
+    model_paths: Any = None  # nodes.runtime.model_paths.ModelPaths
     memory: Any = None  # models.memory.MemoryManager, when installed

@@ -9,8 +9,7 @@ import torch
 
 from executor.schema import SEED_MAX, Boolean, Combo, Float, Int, Node, NodeContext, Output, Schema, Typed
 from models.sampling import SAMPLER_NAMES, SCHEDULER_NAMES, schedules
-
-from .sampling_run import (
+from nodes.sampling.run import (
     EmptyNoise,
     Guider,
     Latent,

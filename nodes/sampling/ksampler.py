@@ -5,10 +5,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from executor.schema import SEED_MAX, Combo, Float, Int, Node, NodeContext, Output, Schema, Typed
+from executor.schema import (
+    MAX_RESOLUTION,
+    SEED_MAX,
+    Combo,
+    Float,
+    Int,
+    Node,
+    NodeContext,
+    Output,
+    Schema,
+    Typed,
+)
 from models.sampling import SAMPLER_NAMES, SCHEDULER_NAMES
-
-from .sampling_run import (
+from nodes.sampling.run import (
     EmptyNoise,
     Guider,
     Latent,
@@ -18,8 +28,6 @@ from .sampling_run import (
     fix_latent_channels,
     run_sampling,
 )
-
-MAX_RESOLUTION = 16384
 
 
 def ksample(ctx: NodeContext, model: Any, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,

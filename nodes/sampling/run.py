@@ -15,9 +15,7 @@ from typing import Any
 import torch
 
 from executor.errors import Interrupted
-
-from .device import compute_device, use_models
-from .flux_denoiser import (
+from models.flux.denoiser import (
     LATENT_CHANNELS,
     FluxPredictor,
     batch_conds,
@@ -25,7 +23,8 @@ from .flux_denoiser import (
     process_in,
     process_out,
 )
-from .previews import PREVIEW_MAX_SIZE, latent_preview_jpeg
+from nodes.runtime.device import compute_device, use_models
+from nodes.sampling.previews import PREVIEW_MAX_SIZE, latent_preview_jpeg
 
 log = logging.getLogger(__name__)
 
