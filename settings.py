@@ -19,6 +19,10 @@ class Settings:
     listen: str = "127.0.0.1"
     port: int = 8188
     auth_token: str | None = None
+    # Host names (besides loopback names, IP literals and this machine's name) a network-facing
+    # server answers to; anything else is refused as a possible DNS-rebinding attack.
+    allowed_hosts: tuple[str, ...] = ()
+    request_body_timeout_s: float = 60.0  # a request body that sends nothing for this long gets 408
     max_upload_size_mb: float = 100.0
     vram_limit_gb: float | None = None
     cache_bytes: int = 4 << 30  # budget for cached node outputs held between prompts
@@ -29,3 +33,5 @@ class Settings:
             raise ValueError(f"port must be in 1..65535, got {self.port}")
         if self.max_upload_size_mb <= 0:
             raise ValueError(f"max upload size must be positive, got {self.max_upload_size_mb} MB")
+        if not self.request_body_timeout_s > 0:
+            raise ValueError(f"request body timeout must be positive, got {self.request_body_timeout_s} s")

@@ -2,14 +2,68 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from .errors import PromptValidationError
-from .order import cycle_members, dependency_closure, topological_order
+from .order import components, dependency_closure, is_cycle, topological_order
 from .registry import NodeRegistry, NodeType
 from .schema import ANY, BOOLEAN, COMBO, FLOAT, INT, STRING, Input, Schema
+
+# Reports stay linear in the prompt's size: a cycle names at most this many members (then a count),
+# an error lists at most this many dependent outputs, and echoed values are cut to SHOWN_CHARS.
+CYCLE_NAMES_LIMIT = 20
+DEPENDENT_OUTPUTS_LIMIT = 100
+SHOWN_CHARS = 200
+
+# Socket types that only a link can provide: a literal for one of them is refused before queueing.
+# (Custom types are left alone: a frontend extension may give them a widget.)
+LINK_ONLY_TYPES = frozenset(
+    {
+        "MODEL",
+        "CLIP",
+        "VAE",
+        "CONDITIONING",
+        "LATENT",
+        "IMAGE",
+        "MASK",
+        "CONTROL_NET",
+        "CLIP_VISION",
+        "CLIP_VISION_OUTPUT",
+        "STYLE_MODEL",
+        "UPSCALE_MODEL",
+        "GLIGEN",
+        "SIGMAS",
+        "NOISE",
+        "SAMPLER",
+        "GUIDER",
+        "AUDIO",
+        "VIDEO",
+        "LORA_MODEL",
+        "LATENT_OPERATION",
+    }
+)
+
+
+def shown(value: Any, limit: int = SHOWN_CHARS) -> Any:
+    """`value` for an error report: unchanged when short, else its text cut to `limit` with a count."""
+    if value is None or isinstance(value, (bool, int, float)) and len(repr(value)) <= limit:
+        return value
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= limit:
+        return value
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
+def utf8_safe(text: str) -> bool:
+    """False for strings holding unpaired surrogates, which no file, socket or database can encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Link(NamedTuple):
@@ -104,13 +158,26 @@ def parse_prompt(prompt: Any) -> dict[str, PromptNode]:
     problems: dict[str, Any] = {}
     for raw_id, raw in prompt.items():
         node_id = str(raw_id)
+        if not utf8_safe(node_id) or (isinstance(raw, Mapping) and not utf8_safe(str(raw.get("class_type")))):
+            problems[shown(node_id.encode("utf-8", "backslashreplace").decode(), 100)] = {
+                "errors": [
+                    error(
+                        "invalid_prompt",
+                        "Node id or class_type is not Unicode text",
+                        "node ids and class_type must not hold unpaired surrogates (\\ud800-\\udfff)",
+                    )
+                ],
+                "dependent_outputs": [],
+                "class_type": None,
+            }
+            continue
         if not isinstance(raw, Mapping) or not isinstance(raw.get("class_type"), str):
-            problems[node_id] = {
+            problems[shown(node_id, 100)] = {
                 "errors": [
                     error(
                         "invalid_prompt",
                         "Node has no class_type",
-                        f"node {node_id} must be an object with a 'class_type' string",
+                        f"node {shown(node_id, 100)} must be an object with a 'class_type' string",
                     )
                 ],
                 "dependent_outputs": [],
@@ -154,32 +221,43 @@ def _coerce(spec: Input, value: Any) -> Any:
         raise ValueError(f"{value} is not a whole number")
     if spec.type in (INT, FLOAT) and isinstance(value, str):
         value = value.strip()
-    return _COERCE[spec.type](value)
+    coerced = _COERCE[spec.type](value)
+    if spec.type == FLOAT and not math.isfinite(coerced):
+        raise ValueError("not a finite number (NaN and infinities are refused)")
+    if spec.type == STRING and not utf8_safe(coerced):
+        raise ValueError("not Unicode text (it holds unpaired surrogates)")
+    return coerced
 
 
 def _check_literal(spec: Input, value: Any, self_validated: bool) -> tuple[Any, dict[str, Any] | None]:
     """Coerce a literal and check range / choices. Returns (value, error or None)."""
     name = spec.name
-    config = {"input_name": name, "received_value": value}
+    config = {"input_name": name, "received_value": shown(value)}
     if spec.type in _COERCE:
         try:
             value = _coerce(spec, value)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             return value, error(
                 "invalid_input_type",
                 f"Failed to convert an input value to a {spec.type} value",
-                f"{name}, {value!r}, {exc}",
+                f"{name}, {shown(repr(value))}, {exc}",
                 **config,
             )
         if self_validated or spec.type not in (INT, FLOAT):
             return value, None
         if spec.min is not None and value < spec.min:
             return value, error(
-                "value_smaller_than_min", f"Value {value} smaller than min of {spec.min}", f"{name}", **config
+                "value_smaller_than_min",
+                f"Value {shown(value)} smaller than min of {spec.min}",
+                f"{name}",
+                **config,
             )
         if spec.max is not None and value > spec.max:
             return value, error(
-                "value_bigger_than_max", f"Value {value} bigger than max of {spec.max}", f"{name}", **config
+                "value_bigger_than_max",
+                f"Value {shown(value)} bigger than max of {spec.max}",
+                f"{name}",
+                **config,
             )
     elif (
         spec.type == COMBO
@@ -190,16 +268,69 @@ def _check_literal(spec: Input, value: Any, self_validated: bool) -> tuple[Any, 
     ):
         options = spec.options
         if value not in options:
-            shown = list(options) if len(options) <= 20 else None
+            listed = list(options) if len(options) <= 20 else None
             preview = list(options[:20]) + (["..."] if len(options) > 20 else [])
             return value, error(
                 "value_not_in_list",
                 "Value not in list",
-                f"{name}: '{value}' not in {preview}",
-                input_config=shown,
+                f"{name}: '{shown(str(value))}' not in {preview}",
+                input_config=listed,
                 **config,
             )
     return value, None
+
+
+def _link_only(type_name: str) -> bool:
+    parts = [t.strip() for t in type_name.split(",")]
+    return all(t in LINK_ONLY_TYPES for t in parts)
+
+
+def _undeclared_input_errors(
+    node: PromptNode, schema: Schema, nodes: Mapping[str, PromptNode], schemas: Mapping[str, Schema]
+) -> list[dict[str, Any]]:
+    """Inputs the node does not declare: refused when their key is not Unicode text or they link to a
+    node that is not in the prompt (or to an output it does not have); otherwise left alone."""
+    declared = {s.name for s in schema.inputs} | {h.name for h in schema.hidden}
+    errors: list[dict[str, Any]] = []
+    for name, value in node.inputs.items():
+        if name in declared:
+            continue
+        if not utf8_safe(name):
+            safe_name = name.encode("utf-8", "backslashreplace").decode()
+            errors.append(
+                error(
+                    "invalid_input_name",
+                    "Input name is not Unicode text",
+                    f"{shown(safe_name, 100)}: input names must not hold unpaired surrogates",
+                    input_name=shown(safe_name, 100),
+                )
+            )
+            continue
+        if type(value) is not Link:
+            continue
+        source_schema = schemas.get(value.node_id)
+        if value.node_id not in nodes or source_schema is None:
+            errors.append(
+                error(
+                    "bad_linked_input",
+                    "Linked node not found",
+                    f"{shown(name, 100)} is linked to node {shown(value.node_id, 100)}, which is not in the prompt",
+                    input_name=shown(name, 100),
+                    received_value=[shown(value.node_id, 100), value.slot],
+                )
+            )
+        elif not 0 <= value.slot < len(source_schema.outputs):
+            errors.append(
+                error(
+                    "bad_linked_input",
+                    "Bad linked input, output index out of range",
+                    f"{shown(name, 100)} is linked to output {value.slot} of node {value.node_id}, "
+                    f"which has {len(source_schema.outputs)} outputs",
+                    input_name=shown(name, 100),
+                    received_value=list(value),
+                )
+            )
+    return errors
 
 
 def _node_errors(
@@ -232,9 +363,9 @@ def _node_errors(
                     error(
                         "bad_linked_input",
                         "Linked node not found",
-                        f"{name} is linked to node {value.node_id}, which is not in the prompt",
+                        f"{name} is linked to node {shown(value.node_id, 100)}, which is not in the prompt",
                         input_name=name,
-                        received_value=list(value),
+                        received_value=[shown(value.node_id, 100), value.slot],
                     )
                 )
             elif not 0 <= value.slot < len(source_schema.outputs):
@@ -269,7 +400,19 @@ def _node_errors(
                     "Bad linked input, must be a length-2 list of [string, int]",
                     name,
                     input_name=name,
-                    received_value=value,
+                    received_value=shown(value),
+                )
+            )
+            continue
+        if value is not None and _link_only(spec.type):
+            errors.append(
+                error(
+                    "invalid_input_type",
+                    f"Failed to convert an input value to a {spec.type} value",
+                    f"{name}: a {spec.type} input takes a link [node_id, output_index], "
+                    f"got the literal {shown(repr(value))}",
+                    input_name=name,
+                    received_value=shown(value),
                 )
             )
             continue
@@ -277,6 +420,7 @@ def _node_errors(
         inputs[name] = coerced
         if problem:
             errors.append(problem)
+    errors.extend(_undeclared_input_errors(node, schema, nodes, schemas))
     if node_type.validate_inputs is not None and not errors:
         literals = {
             s.name: (None if isinstance(inputs.get(s.name), Link) else inputs.get(s.name))
@@ -304,6 +448,59 @@ def _node_errors(
     return errors
 
 
+def _cycle_errors(involved: Iterable[str], nodes: Mapping[str, PromptNode]) -> dict[str, dict[str, Any]]:
+    """One `dependency_cycle` error per cycle, on its first member, naming the members once."""
+    out: dict[str, dict[str, Any]] = {}
+    for component in components(involved, nodes):
+        if not is_cycle(component, nodes):
+            continue
+        members = sorted(component)
+        named = [shown(m, 100) for m in members[:CYCLE_NAMES_LIMIT]]
+        rest = len(members) - len(named)
+        listing = ", ".join(named) + (f" and {rest} more" if rest else "")
+        out[members[0]] = error(
+            "dependency_cycle",
+            "Dependency cycle detected",
+            f"{len(members)} nodes depend on each other: {listing}",
+            cycle_nodes=named,
+            cycle_size=len(members),
+        )
+    return out
+
+
+def _dependent_outputs(
+    outputs: list[str], involved: list[str], nodes: Mapping[str, PromptNode]
+) -> dict[str, list[str]]:
+    """For every involved node, the outputs that depend on it (at most DEPENDENT_OUTPUTS_LIMIT each).
+
+    Computed once over the condensed graph, users before their sources, so the work stays linear.
+    """
+    members = set(involved)
+    comps = components(involved, nodes)
+    comp_of = {n: i for i, comp in enumerate(comps) for n in comp}
+    users: dict[int, set[int]] = {i: set() for i in range(len(comps))}
+    for node_id in involved:
+        for source in nodes[node_id].sources & members:
+            if comp_of[source] != comp_of[node_id]:
+                users[comp_of[source]].add(comp_of[node_id])
+    output_set = set(outputs)
+    found: dict[int, list[str]] = {}
+    for index in range(len(comps) - 1, -1, -1):  # every component after the ones it depends on
+        own = sorted(n for n in comps[index] if n in output_set)
+        merged: list[str] = own[:DEPENDENT_OUTPUTS_LIMIT]
+        seen = set(merged)
+        for user in users[index]:
+            for output in found[user]:
+                if len(merged) >= DEPENDENT_OUTPUTS_LIMIT:
+                    break
+                if output not in seen:
+                    seen.add(output)
+                    merged.append(output)
+        found[index] = merged
+    order = {o: i for i, o in enumerate(outputs)}
+    return {n: sorted(found[comp_of[n]], key=order.__getitem__) for n in involved}
+
+
 def validate_prompt(
     prompt: Any, registry: NodeRegistry, *, services: Any = None, targets: Iterable[str] | None = None
 ) -> ValidatedPrompt:
@@ -311,21 +508,29 @@ def validate_prompt(
     nodes = parse_prompt(prompt)
     missing = {nid: n.class_type for nid, n in nodes.items() if n.class_type not in registry}
     if missing:
-        names = sorted(set(missing.values()))
+        names = sorted({shown(ct, 100) for ct in missing.values()})
+        first_id, first_type = next(iter(missing.items()))
         raise PromptValidationError(
             error(
                 "missing_node_type",
-                f"Cannot execute because node types {names} do not exist.",
-                "; ".join(f"node {nid}: {ct}" for nid, ct in missing.items()),
-                node_id=next(iter(missing)),
-                class_type=next(iter(missing.values())),
-                node_title=nodes[next(iter(missing))].title or next(iter(missing.values())),
+                f"Cannot execute because node types {names[:CYCLE_NAMES_LIMIT]} do not exist."
+                + (f" ({len(names)} in all)" if len(names) > CYCLE_NAMES_LIMIT else ""),
+                "; ".join(f"node {shown(nid, 100)}: {shown(ct, 100)}" for nid, ct in missing.items()),
+                node_id=shown(first_id, 100),
+                class_type=shown(first_type, 100),
+                node_title=shown(nodes[first_id].title or first_type, 100),
             ),
             {
-                nid: {
-                    "errors": [error("missing_node_type", f"Node type '{ct}' does not exist", ct)],
+                shown(nid, 100): {
+                    "errors": [
+                        error(
+                            "missing_node_type",
+                            f"Node type '{shown(ct, 100)}' does not exist",
+                            shown(ct, 100),
+                        )
+                    ],
                     "dependent_outputs": [],
-                    "class_type": ct,
+                    "class_type": shown(ct, 100),
                 }
                 for nid, ct in missing.items()
             },
@@ -358,16 +563,9 @@ def validate_prompt(
         if errs:
             own_errors[node_id] = errs
     ordered, blocked = topological_order(involved, nodes)
-    cycle = sorted(cycle_members(blocked, nodes))
-    for node_id in cycle:
-        own_errors.setdefault(node_id, []).append(
-            error(
-                "dependency_cycle",
-                "Dependency cycle detected",
-                f"nodes {', '.join(cycle)} depend on each other",
-                cycle_nodes=list(cycle),
-            )
-        )
+    if blocked:
+        for node_id, cycle_error in _cycle_errors(blocked, nodes).items():
+            own_errors.setdefault(node_id, []).append(cycle_error)
 
     bad = set(own_errors) | set(blocked)
     for node_id in ordered:  # upstream errors make downstream nodes invalid, without reasons of their own
@@ -377,19 +575,14 @@ def validate_prompt(
 
     node_errors: dict[str, Any] = {}
     if own_errors:
-        for output in outputs:
-            if output in bad:
-                for node_id in dependency_closure([output], nodes):
-                    if node_id in own_errors:
-                        entry = node_errors.setdefault(
-                            node_id,
-                            {
-                                "errors": own_errors[node_id],
-                                "dependent_outputs": [],
-                                "class_type": nodes[node_id].class_type,
-                            },
-                        )
-                        entry["dependent_outputs"].append(output)
+        dependents = _dependent_outputs(outputs, involved, nodes)
+        for node_id in involved:
+            if node_id in own_errors:
+                node_errors[node_id] = {
+                    "errors": own_errors[node_id],
+                    "dependent_outputs": dependents[node_id],
+                    "class_type": nodes[node_id].class_type,
+                }
     if not good_outputs:
         details = "\n".join(f"{e['message']}: {e['details']}" for errs in own_errors.values() for e in errs)
         raise PromptValidationError(

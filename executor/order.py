@@ -50,16 +50,55 @@ def topological_order(
     return ordered, sorted(n for n, d in indegree.items() if d > 0)
 
 
-def cycle_members(blocked: list[str], nodes: Mapping[str, PromptNode]) -> set[str]:
-    """Of the nodes Kahn could not order, those actually on a cycle (not merely downstream of one)."""
-    members = set(blocked)
-    reach: dict[str, set[str]] = {}
-    for start in blocked:
-        seen, stack = set(), [start]
-        while stack:
-            for _, link in nodes[stack.pop()].links():
-                if link.node_id in members and link.node_id not in seen:
-                    seen.add(link.node_id)
-                    stack.append(link.node_id)
-        reach[start] = seen
-    return {n for n in blocked if n in reach[n]}
+def components(node_ids: Iterable[str], nodes: Mapping[str, PromptNode]) -> list[list[str]]:
+    """Strongly connected components of the given nodes over their links (Tarjan's, iterative, linear).
+
+    Every component comes after the components it depends on; a component of two or more nodes, or
+    of one node linked to itself, is a dependency cycle.
+    """
+    members = set(node_ids)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    out: list[list[str]] = []
+    for root in sorted(members):
+        if root in index:
+            continue
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        work = [(root, iter(sorted(nodes[root].sources & members)))]
+        while work:
+            node_id, sources = work[-1]
+            advanced = False
+            for source in sources:
+                if source not in index:
+                    index[source] = low[source] = len(index)
+                    stack.append(source)
+                    on_stack.add(source)
+                    work.append((source, iter(sorted(nodes[source].sources & members))))
+                    advanced = True
+                    break
+                if source in on_stack:
+                    low[node_id] = min(low[node_id], index[source])
+            if advanced:
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node_id])
+            if low[node_id] == index[node_id]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node_id:
+                        break
+                out.append(component)
+    return out
+
+
+def is_cycle(component: list[str], nodes: Mapping[str, PromptNode]) -> bool:
+    return len(component) > 1 or component[0] in nodes[component[0]].sources

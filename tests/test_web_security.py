@@ -56,9 +56,13 @@ async def test_dns_rebinding_host_is_refused_when_bound_to_loopback(tmp_path):
     async with serve(make_services(tmp_path), start_worker=False) as client:
         response = await client.get("/api/queue", headers={"Host": "attacker.example:8188"})
         assert response.status == 403
-    async with serve(make_services(tmp_path / "open", listen="0.0.0.0"), start_worker=False) as client:
+    services = make_services(tmp_path / "open", listen="0.0.0.0", allowed_hosts=("studio.lan",))
+    async with serve(services, start_worker=False) as client:
         response = await client.get("/api/queue", headers={"Host": "studio.lan:8188"})
-        assert response.status == 200  # a server opened to the network answers its LAN names
+        assert response.status == 200  # a server opened to the network answers the names it was given
+        assert (await client.get("/api/queue", headers={"Host": "192.168.1.5:8188"})).status == 200
+        rebound = await client.get("/api/queue", headers={"Host": "attacker.example:8188"})
+        assert rebound.status == 403 and "--allow-host" in (await rebound.json())["error"]
 
 
 async def test_auth_token_header_query_and_cookie(tmp_path):

@@ -1,11 +1,21 @@
-"""Request helpers shared by the route modules: dual /api registration, tolerant JSON, typed 400s."""
+"""Request helpers shared by the route modules: dual /api registration, strict JSON, typed 400s.
+
+JSON bodies are read strictly: at most `MAX_JSON_BYTES`, nested at most `MAX_JSON_DEPTH` deep, no
+`NaN`/`Infinity` (nor numbers that overflow to them), no integer literals longer than
+`MAX_INT_DIGITS`, no unpaired UTF-16 surrogates. Every refusal is a 4xx naming what is wrong. Bodies
+are read with an idle timeout (`Settings.request_body_timeout_s`): a body that stops arriving is 408.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
+import math
+import re
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -17,19 +27,29 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SERVICES = web.AppKey("services", WebServices)
 WORKER = web.AppKey("worker", PromptWorker)
 
+MAX_JSON_BYTES = 32 << 20
+MAX_JSON_DEPTH = 100
+MAX_INT_DIGITS = 64
+LOG_VALUE_CHARS = 300
+T = TypeVar("T")
+
 
 class BadRequest(Exception):
     """A client error: answered with `status` and `{"error": message}` (or `body` when given)."""
 
-    def __init__(self, message: str, *, status: int = 400, body: Any = None) -> None:
+    def __init__(self, message: str, *, status: int = 400, body: Any = None, close: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.body = body
+        self.close = close  # drop the connection after answering (its request body was not read)
 
     def response(self) -> web.Response:
         body = self.body if self.body is not None else {"error": self.message}
-        return web.json_response(body, status=self.status)
+        response = web.json_response(body, status=self.status)
+        if self.close:
+            response.force_close()
+        return response
 
 
 def add_route(app: web.Application, method: str, path: str, handler: Handler, *, bare: bool = True) -> None:
@@ -39,19 +59,127 @@ def add_route(app: web.Application, method: str, path: str, handler: Handler, *,
         app.router.add_route(method, path, handler)
 
 
+def clip(value: Any, limit: int = LOG_VALUE_CHARS) -> str:
+    """`value` as text, cut to `limit` characters with a count of what was left out (for logs and errors)."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
+class _Refused(ValueError):
+    """A JSON token strict parsing does not accept (raised from the json module's hooks)."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _Refused(f"{name} is not a JSON number (NaN and Infinity are not allowed)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Refused(f"the number {clip(text, 40)} is out of range for a 64-bit float")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise _Refused(f"an integer of {digits} digits is too long (at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_BRACKET_DELTA = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def json_depth(raw: bytes) -> int:
+    """How deep arrays/objects nest in a JSON text (strings skipped); linear, no recursion."""
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    if not brackets:
+        return 0
+    return max(itertools.accumulate(map(_BRACKET_DELTA.__getitem__, brackets)))
+
+
+def parse_json(raw: bytes | str, *, what: str = "request body", max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Strict JSON (see module docstring). Raises BadRequest (400) naming `what` and the problem."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    depth = json_depth(data)
+    if depth > max_depth:
+        raise BadRequest(f"{what} nests arrays/objects {depth} deep; at most {max_depth} levels are allowed")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"{what} is not UTF-8 text: {exc}") from None
+    try:
+        value = json.loads(
+            text, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int
+        )
+    except _Refused as exc:
+        raise BadRequest(f"{what} is not valid JSON: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest(f"{what} nests arrays/objects too deeply") from None
+    except ValueError as exc:  # e.g. the interpreter's own integer digit limit
+        raise BadRequest(f"{what} is not valid JSON: {clip(str(exc), 200)}") from None
+    if "\\u" in text:  # only escapes can produce unpaired surrogates
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadRequest(
+                f"{what} contains an unpaired UTF-16 surrogate escape (\\ud800-\\udfff), "
+                "which is not Unicode text"
+            ) from None
+    return value
+
+
+async def within_body_timeout(request: web.Request, work: Awaitable[T]) -> T:
+    """Await `work` (which reads the body), answering 408 when no body bytes arrive for the timeout."""
+    timeout = request.app[SERVICES].settings.request_body_timeout_s
+    task = asyncio.ensure_future(work)
+    try:
+        seen = getattr(request.content, "total_bytes", 0)
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=timeout)
+            if done:
+                return task.result()
+            progress = getattr(request.content, "total_bytes", 0)
+            if progress == seen:
+                raise BadRequest(
+                    f"the request body stopped arriving: no data for {timeout:g} s", status=408, close=True
+                )
+            seen = progress
+    finally:
+        if not task.done():
+            task.cancel()
+            try:
+                await task
+            except BaseException:  # noqa: BLE001 - the read was abandoned; its error does not matter
+                pass
+
+
+async def read_body(request: web.Request, *, limit: int | None = None, what: str = "request body") -> bytes:
+    """The whole body (idle timeout; 413 past `limit` or the app's client_max_size)."""
+    if limit is not None and request.content_length is not None and request.content_length > limit:
+        raise BadRequest(
+            f"{what} is {request.content_length} bytes; at most {limit} are accepted", status=413
+        )
+    raw = await within_body_timeout(request, request.read())
+    if limit is not None and len(raw) > limit:
+        raise BadRequest(f"{what} is {len(raw)} bytes; at most {limit} are accepted", status=413)
+    return raw
+
+
 async def read_json(request: web.Request, *, default: Any = ..., what: str = "request body") -> Any:
-    """The body parsed as JSON whatever the Content-Type. An empty body gives `default` (or a 400)."""
-    raw = await request.read()
+    """The body parsed as strict JSON whatever the Content-Type. An empty body gives `default` (or a 400)."""
+    raw = await read_body(request, limit=MAX_JSON_BYTES, what=what)
     if not raw.strip():
         if default is ...:
             raise BadRequest(f"{what} is empty; expected JSON")
         return default
-    try:
-        return json.loads(raw)
-    except UnicodeDecodeError as exc:
-        raise BadRequest(f"{what} is not UTF-8 text: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise BadRequest(f"{what} is not valid JSON: {exc}") from None
+    return parse_json(raw, what=what)
 
 
 async def read_object(

@@ -1,27 +1,43 @@
-"""Middlewares: optional bearer token, ComfyUI's Origin check on loopback, headers, typed error answers.
+"""Middlewares: Host and Origin checks, optional bearer token, headers, typed error answers.
 
-The Origin check mirrors ComfyUI: a browser request to a loopback Host whose Origin names another
-host:port gets 403, so a web page cannot drive a local server. A server bound to loopback also refuses
-Host names that are not loopback (DNS rebinding). With `--auth-token`, every request needs
+Every request needs a Host header naming this server: a loopback name, or, on a server listening
+beyond loopback, an IP literal, this machine's name, the `--listen` name or a `--allow-host` name.
+Any other name is refused (403), which defeats DNS rebinding. A browser request whose Origin is not
+the Host it was sent to gets 403 whatever the Host (ComfyUI checks this on loopback only), as does
+a state-changing request the browser marks `Sec-Fetch-Site: cross-site`/`same-site`, and a JSON
+route body sent as text/plain or a form by a page of another origin (the content types a page may
+send without a CORS preflight). With `--auth-token`, every request needs
 `Authorization: Bearer <token>`, `?token=<token>` or the cookie set after a `?token=` visit (the
 browser UI cannot add headers to its asset and WebSocket requests).
 """
 
 from __future__ import annotations
 
+import errno
 import hmac
 import ipaddress
 import logging
+import socket
 
 from aiohttp import web
 from yarl import URL
 
-from .helpers import BadRequest, Handler
+from settings import Settings
+
+from .helpers import BadRequest, Handler, clip
 from .services import WebServices
 
 log = logging.getLogger(__name__)
 
 TOKEN_COOKIE = "fluxloom_token"
+WILDCARD_ADDRESSES = ("", "0.0.0.0", "::", "*")
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Content types a web page can send cross-origin without a CORS preflight.
+SIMPLE_CONTENT_TYPES = frozenset(
+    {"text/plain", "application/x-www-form-urlencoded", "multipart/form-data", ""}
+)
+# Routes whose bodies are read as JSON whatever their content type.
+_UPLOAD_PREFIXES = ("/upload/", "/api/upload/")
 
 
 def is_loopback(host: str | None) -> bool:
@@ -36,6 +52,44 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
+def is_ip_literal(host: str | None) -> bool:
+    if not host:
+        return False
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def listens_beyond_loopback(settings: Settings) -> bool:
+    return not is_loopback(settings.listen)
+
+
+def served_host_names(settings: Settings) -> frozenset[str]:
+    """Names (lowercase) a network-facing server answers to besides loopback names and IP literals."""
+    names = {h.strip().lower().rstrip(".") for h in settings.allowed_hosts if h.strip()}
+    if settings.listen not in WILDCARD_ADDRESSES and not is_ip_literal(settings.listen):
+        names.add(settings.listen.lower())
+    if listens_beyond_loopback(settings):
+        machine = socket.gethostname().lower()
+        if machine:
+            names |= {machine, f"{machine}.local", machine.split(".")[0]}
+    return frozenset(names)
+
+
+def exposure_warning(settings: Settings) -> str | None:
+    """The loud warning for a server reachable from the network without a token (None otherwise)."""
+    if not listens_beyond_loopback(settings) or settings.auth_token:
+        return None
+    where = "every network interface" if settings.listen in WILDCARD_ADDRESSES else settings.listen
+    return (
+        f"WARNING: listening on {where} (port {settings.port}) WITHOUT --auth-token: anyone who can "
+        "reach this machine over the network can queue prompts, read your images and write files in "
+        "your input and user folders. Pass --auth-token <secret> (or --listen 127.0.0.1) to close it."
+    )
+
+
 def _host_of(netloc: str) -> str | None:
     try:
         return URL(f"http://{netloc}").host
@@ -43,14 +97,15 @@ def _host_of(netloc: str) -> str | None:
         return None
 
 
-def _same_origin(origin: str, host: str, scheme: str) -> bool:
+def _same_origin(origin: str, host: str) -> bool:
+    """Origin `scheme://name[:port]` names the same host and explicit port as the Host header."""
     try:
-        source, target = URL(origin), URL(f"{scheme}://{host}")
+        source, target = URL(origin), URL(f"http://{host}")
     except ValueError:
         return False
-    if not source.host or not target.host:
+    if not source.host or not target.host or source.scheme not in ("http", "https"):
         return False
-    return (source.host.lower(), source.port) == (target.host.lower(), target.port)
+    return (source.host.lower(), source.explicit_port) == (target.host.lower(), target.explicit_port)
 
 
 def _forbidden(message: str) -> web.Response:
@@ -58,21 +113,60 @@ def _forbidden(message: str) -> web.Response:
 
 
 def make_security_middleware(services: WebServices):  # noqa: ANN201 - aiohttp middleware
-    token = services.settings.auth_token
-    bound_to_loopback = is_loopback(services.settings.listen)
+    settings = services.settings
+    token = settings.auth_token
+    beyond_loopback = listens_beyond_loopback(settings)
+    names = served_host_names(settings)
+
+    def host_served(host_name: str | None) -> bool:
+        if is_loopback(host_name):
+            return True
+        if not beyond_loopback or not host_name:
+            return False
+        return is_ip_literal(host_name) or host_name.lower().rstrip(".") in names
 
     @web.middleware
     async def security(request: web.Request, handler: Handler) -> web.StreamResponse:
-        host = request.headers.get("Host", "")
+        host = request.headers.get("Host", "").strip()
+        if not host:
+            return web.json_response({"error": "the request has no Host header"}, status=400)
         host_name = _host_of(host)
-        if bound_to_loopback and host and not is_loopback(host_name):
-            return _forbidden(f"Host {host!r} is not allowed on a server bound to {services.settings.listen}")
-        origin = request.headers.get("Origin")
-        if origin is not None and is_loopback(host_name) and not _same_origin(origin, host, request.scheme):
+        if not host_served(host_name):
             log.warning(
-                "refused %s %s: Origin %s does not match Host %s", request.method, request.path, origin, host
+                "refused %s %s: Host %s is not served here", request.method, request.path, clip(host, 100)
             )
-            return _forbidden(f"cross-origin request refused: Origin {origin} does not match Host {host}")
+            return _forbidden(
+                f"Host {clip(host, 100)!r} is not a name this server answers to "
+                f"(listening on {settings.listen}; add it with --allow-host)"
+            )
+        origin = request.headers.get("Origin")
+        if origin is not None and not _same_origin(origin, host):
+            log.warning(
+                "refused %s %s: Origin %s does not match Host %s",
+                request.method,
+                request.path,
+                clip(origin, 100),
+                clip(host, 100),
+            )
+            return _forbidden(
+                f"cross-origin request refused: Origin {clip(origin, 100)} does not match Host {clip(host, 100)}"
+            )
+        if request.method not in SAFE_METHODS:
+            site = request.headers.get("Sec-Fetch-Site", "").lower()
+            if site in ("cross-site", "same-site"):
+                return _forbidden(f"cross-origin request refused: the browser marks it {site}")
+            referer = request.headers.get("Referer")
+            if (
+                origin is None
+                and referer
+                and request.content_type in SIMPLE_CONTENT_TYPES
+                and not request.path.startswith(_UPLOAD_PREFIXES)
+                and not _same_origin(referer, host)
+            ):
+                return _forbidden(
+                    f"cross-origin request refused: a {request.content_type or 'untyped'} body "
+                    f"from {clip(referer, 100)}"
+                )
         set_cookie = False
         if token:
             supplied = _supplied_token(request)
@@ -111,8 +205,14 @@ async def errors_and_headers(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPException:
         raise
     except Exception as exc:
-        log.exception("%s %s failed", request.method, request.path)
-        response = web.json_response({"error": f"internal error: {type(exc).__name__}: {exc}"}, status=500)
+        if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+            response = web.json_response(
+                {"error": "a file or folder name in the request is too long"}, status=400
+            )
+        else:
+            log.exception("%s %s failed", request.method, clip(request.path, 200))
+            text = f"internal error: {type(exc).__name__}: {clip(str(exc), 300)}"
+            response = web.json_response({"error": text}, status=500)
     if not response.prepared:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         if request.path.endswith((".js", ".css")):

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .helpers import BadRequest, add_route, form_bool
+from .helpers import BadRequest, add_route, clip, form_bool, within_body_timeout
 from .paths import relative_name, safe_file, sanitize_filename
 from .services import WebServices
 from .view import FOLDER_TYPES, split_annotation
@@ -76,9 +76,9 @@ class UploadRoutes:
                 f"expected a multipart/form-data upload, got {request.content_type or 'no body'}"
             )
         try:
-            form = await request.post()
-        except ValueError as exc:
-            raise BadRequest(f"malformed multipart body: {exc}") from None
+            form = await within_body_timeout(request, request.post())
+        except (ValueError, AssertionError, LookupError, TypeError) as exc:
+            raise BadRequest(f"malformed multipart body: {clip(str(exc) or type(exc).__name__, 200)}") from None
         upload = form.get("image")
         if not isinstance(upload, web.FileField):
             raise BadRequest("the form needs a file field named 'image'")

@@ -13,7 +13,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from .helpers import BadRequest, add_route, query_bool
+from .helpers import BadRequest, add_route, query_bool, read_body
 from .paths import relative_name, resolve_inside
 from .services import WebServices
 from .upload import atomic_write
@@ -114,7 +114,7 @@ class UserdataRoutes:
             raise BadRequest(f"{relative.as_posix()!r} is a folder", status=409)
         if path.exists() and not overwrite:
             raise BadRequest(f"user file {relative.as_posix()!r} already exists", status=409)
-        atomic_write(path, await request.read())
+        atomic_write(path, await read_body(request))
         return self._answer(path, relative, request)
 
     async def delete(self, request: web.Request) -> web.Response:
