@@ -9,10 +9,16 @@ from .brownian import brownian_noise_sampler
 from .contract import Denoiser, NoiseSampler, SamplerFn, ShouldStop, StepCallback, StepInfo
 from .errors import Interrupted, SamplingError
 from .guiders import (
+    AdaptiveState,
+    PostCfg,
+    PostCfgArgs,
+    adaptive_denoiser,
     batch_tensor_conds,
     cfg_combine,
     cfg_denoiser,
+    cfg_zero_star,
     differential_diffusion,
+    dual_cfg_denoiser,
     masked_denoiser,
     prepare_denoise_mask,
 )
@@ -30,6 +36,12 @@ from .schedules import (
 )
 
 __all__ = [
+    "AdaptiveState",
+    "PostCfg",
+    "PostCfgArgs",
+    "adaptive_denoiser",
+    "cfg_zero_star",
+    "dual_cfg_denoiser",
     "BROWNIAN_NOISE_SAMPLERS",
     "SAMPLERS",
     "SAMPLER_NAMES",

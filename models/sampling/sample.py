@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -18,7 +18,7 @@ from torch import Tensor
 from .brownian import brownian_noise_sampler
 from .contract import Denoiser, NoiseSampler, SamplerFn, ShouldStop, StepCallback
 from .errors import SamplingError
-from .guiders import BatchConds, cfg_denoiser, masked_denoiser, prepare_denoise_mask
+from .guiders import BatchConds, PostCfg, cfg_denoiser, masked_denoiser, prepare_denoise_mask
 from .guiders import differential_diffusion as dd_mask_fn
 from .model_sampling import FlowModelSampling
 from .noise import make_noise_sampler
@@ -39,6 +39,7 @@ def sample(
     negative: Any = None,
     cfg: float = 1.0,
     batch_conds: BatchConds | None = None,
+    post_cfg: Sequence[PostCfg] = (),
     sampler_options: Mapping[str, Any] | None = None,
     denoise_mask: Tensor | None = None,
     differential_diffusion: float | None = None,
@@ -57,6 +58,7 @@ def sample(
     sigmas: [n + 1] from a scheduler; empty (denoise 0) returns `latent_image` unchanged.
     sampler: a registry name (SAMPLER_NAMES) or a sampler function; sampler_options are its keywords
         (eta, s_noise, ...). Samplers that take `model_sampling` get this one.
+    post_cfg: functions run on every CFG result (see guiders.PostCfg), e.g. CFGZeroStar.
     denoise_mask: optional inpainting mask (1 = regenerate) at any resolution, [h, w] to [B, 1, h, w];
         differential_diffusion: strength of ComfyUI's DifferentialDiffusion on that mask (None = off).
     noise_seed: seeds the sampler noise unless a noise_sampler is given: a Brownian tree seeded with it
@@ -78,7 +80,7 @@ def sample(
     sigmas = sigmas.to(device=device, dtype=torch.float32)
 
     denoiser: Denoiser = (
-        cfg_denoiser(model, positive, negative, cfg, batch_conds=batch_conds)
+        cfg_denoiser(model, positive, negative, cfg, batch_conds=batch_conds, post_cfg=post_cfg)
         if positive is not None
         else model
     )
