@@ -45,10 +45,13 @@ def node_signature(
     for name in sorted(node.inputs):
         value = node.inputs[name]
         if isinstance(value, Link):
-            parts.append(f"{name}=@{upstream[value.node_id]}:{value.slot}")
+            # A link outside the run (an undeclared input naming a node that is not in the prompt;
+            # validation refuses those) still signs deterministically instead of failing the run.
+            source = upstream.get(value.node_id, f"missing:{value.node_id!r}")
+            parts.append(f"{name}=@{source}:{value.slot}")
         else:
             parts.append(f"{name}={value!r}")
-    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
+    return hashlib.blake2b("\x1f".join(parts).encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def compute_signatures(

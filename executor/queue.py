@@ -3,6 +3,9 @@
 One file (`<user_dir>/queue.sqlite3`, WAL mode) holds two tables: `queue` (pending and running prompts)
 and `history` (finished prompts with their outputs and status). Items that were running when the
 process stopped are pending again on the next open, so they run again; history is kept as written.
+Each item counts the runs it started (`attempts`); one that was running when the process died
+`MAX_CRASHED_ATTEMPTS` times in a row (e.g. killed by the kernel's OOM killer) is not run again but
+recorded in history as failed, so a poison prompt cannot take the server down on every restart.
 Every method is thread-safe: the web handlers call it from the event loop, the worker from its thread.
 Credentials in `extra_data` (see `history.SENSITIVE_KEYS`) stay in memory and are never written.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -25,7 +29,8 @@ from .history import HistoryTables, dumps, plain_number, split_sensitive
 log = logging.getLogger(__name__)
 
 QUEUE_FILE = "queue.sqlite3"
-_SCHEMA_VERSION = 1
+MAX_CRASHED_ATTEMPTS = 2
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS queue (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -37,7 +42,8 @@ CREATE TABLE IF NOT EXISTS queue (
     outputs TEXT NOT NULL,
     create_time INTEGER,
     workflow_id TEXT,
-    start_time INTEGER
+    start_time INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS history (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -63,6 +69,10 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 
 class QueueStoreError(RuntimeError):
     """The queue file cannot be opened or is not a queue database."""
+
+
+class QueueNumberError(ValueError):
+    """A queue number that SQLite cannot order (NaN, infinite, or beyond a 64-bit float)."""
 
 
 @dataclass(frozen=True)
@@ -114,14 +124,71 @@ class PromptQueue(HistoryTables):
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a process crash loses nothing
             self._db.executescript(_SCHEMA)
+            self._migrate()
             self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+            failed = self._fail_poison_prompts()
             recovered = self._db.execute(
                 "UPDATE queue SET state='pending', start_time=NULL WHERE state='running'"
             ).rowcount
         except sqlite3.DatabaseError as exc:
             raise QueueStoreError(f"cannot open the prompt queue {self.path}: {exc}") from exc
+        for prompt_id, attempts in failed:
+            log.error(
+                "prompt %s was running during %d crashes in a row; it is recorded as failed, not run again",
+                prompt_id,
+                attempts,
+            )
         if recovered:
             log.info("re-queued %d prompt(s) that were running when the server stopped", recovered)
+
+    def _migrate(self) -> None:
+        """Bring a queue file written by an older version up to this schema."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(queue)")}
+        if "attempts" not in columns:
+            self._db.execute("ALTER TABLE queue ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
+
+    def _fail_poison_prompts(self) -> list[tuple[str, int]]:
+        """Move prompts that were running during MAX_CRASHED_ATTEMPTS crashes in a row to history."""
+        failed: list[tuple[str, int]] = []
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT number, prompt_id, prompt, extra_data, outputs, create_time, workflow_id, attempts,"
+                " start_time FROM queue WHERE state='running' AND attempts >= ?",
+                (MAX_CRASHED_ATTEMPTS,),
+            ).fetchall()
+            for row in rows:
+                prompt_id, attempts = row[1], int(row[7])
+                message = (
+                    f"The server stopped unexpectedly (crashed or was killed, e.g. out of memory) while "
+                    f"this prompt was running, {attempts} times in a row; it was not run again."
+                )
+                now = int(time.time() * 1000)
+                status = {
+                    "status_str": "error",
+                    "completed": False,
+                    "messages": [
+                        ["execution_start", {"prompt_id": prompt_id, "timestamp": row[8] or now}],
+                        [
+                            "execution_error",
+                            {
+                                "prompt_id": prompt_id,
+                                "node_id": None,
+                                "node_type": None,
+                                "executed": [],
+                                "exception_message": message,
+                                "exception_type": "ServerCrashedWhileRunning",
+                                "traceback": [],
+                                "current_inputs": {},
+                                "current_outputs": [],
+                                "timestamp": now,
+                            },
+                        ],
+                    ],
+                }
+                db.execute("DELETE FROM queue WHERE prompt_id=?", (prompt_id,))
+                self._record(db, self._item(row[:5]).as_list(), (row[5], row[6]), status, {}, {})
+                failed.append((prompt_id, attempts))
+        return failed
 
     @classmethod
     def in_user_dir(cls, user_dir: Path | str, **kw: Any) -> PromptQueue:
@@ -167,6 +234,13 @@ class PromptQueue(HistoryTables):
         (a status sent from it cannot be overtaken by the worker). Raises ValueError if `prompt_id` is
         already queued.
         """
+        if number is not None:
+            try:
+                finite = math.isfinite(float(number))
+            except OverflowError:
+                finite = False
+            if not finite:
+                raise QueueNumberError(f"queue number must be a finite 64-bit float, got {str(number)[:40]}")
         public, secret = split_sensitive(extra_data)
         workflow_id = _workflow_id(public)
         create_time = public.get("create_time")
@@ -226,7 +300,8 @@ class PromptQueue(HistoryTables):
                     ).fetchone()
                     if row is not None:
                         db.execute(
-                            "UPDATE queue SET state='running', start_time=? WHERE prompt_id=?",
+                            "UPDATE queue SET state='running', start_time=?, attempts=attempts+1"
+                            " WHERE prompt_id=?",
                             (int(time.time() * 1000), row[1]),
                         )
                         return self._item(row)
@@ -242,10 +317,14 @@ class PromptQueue(HistoryTables):
             self._ready.notify_all()
 
     def requeue(self, prompt_id: str) -> bool:
-        """Put a running prompt back to pending (the worker is stopping before it finished)."""
+        """Put a running prompt back to pending (the worker is stopping before it finished).
+
+        An orderly stop is not a crash: the attempt it started is not counted.
+        """
         with self._transaction() as db:
             changed = db.execute(
-                "UPDATE queue SET state='pending', start_time=NULL WHERE prompt_id=? AND state='running'",
+                "UPDATE queue SET state='pending', start_time=NULL, attempts=MAX(attempts-1, 0)"
+                " WHERE prompt_id=? AND state='running'",
                 (prompt_id,),
             ).rowcount
             self._ready.notify_all()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 # Literal-valued ("widget") types; everything else is a socket type carried by links.
 INT, FLOAT, STRING, BOOLEAN, COMBO = "INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"
@@ -25,6 +25,7 @@ ANY = "*"
 HIDDEN_KINDS = frozenset({"PROMPT", "EXTRA_PNGINFO", "UNIQUE_ID", "DYNPROMPT"})
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
 MAX_RESOLUTION = 16384  # ComfyUI's bound on image and latent sizes in pixels
+S = TypeVar("S")  # the services object a NodeContext carries
 
 # Options of a COMBO may be computed when asked (e.g. files in a model folder). The callable gets the
 # app's services object (opaque to the executor) and returns the current choices.
@@ -185,8 +186,12 @@ class NodeOutput:
         return cls(tuple(values), ui=ui, expand=expand)
 
 
-class NodeContext:
-    """The narrow view of the engine a running node gets (first parameter named `ctx`)."""
+class NodeContext(Generic[S]):
+    """The narrow view of the engine a running node gets (first parameter named `ctx`).
+
+    `services` is whatever the composition root handed the executor; node code names its type
+    (`NodeContext[NodeServices]`), so memory, settings and model paths are typed attributes.
+    """
 
     __slots__ = ("node_id", "prompt_id", "services", "_progress", "_should_stop")
 
@@ -194,7 +199,7 @@ class NodeContext:
         self,
         node_id: str,
         prompt_id: str,
-        services: Any,
+        services: S,
         *,
         progress: Callable[[float, float, bytes | None], None],
         should_stop: Callable[[], bool],

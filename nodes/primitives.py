@@ -6,13 +6,14 @@ import json
 from typing import Any
 
 from executor.schema import ANY, Boolean, Float, Int, Node, NodeOutput, Schema, String, Typed
+from nodes.runtime.types import BOOLEAN, FLOAT, INT, STRING
 
 _INT_LIMIT = 0x7FFFFFFFFFFFFFFF
 
 
 class PrimitiveInt(Node):
     schema = Schema(
-        "PrimitiveInt", display_name="Int", category="utils/primitive", outputs=("INT",),
+        "PrimitiveInt", display_name="Int", category="utils/primitive", outputs=(INT,),
         inputs=(Int("value", 0, min=-_INT_LIMIT, max=_INT_LIMIT, control_after_generate=True),),
     )
 
@@ -23,7 +24,7 @@ class PrimitiveInt(Node):
 
 class PrimitiveFloat(Node):
     schema = Schema(
-        "PrimitiveFloat", display_name="Float", category="utils/primitive", outputs=("FLOAT",),
+        "PrimitiveFloat", display_name="Float", category="utils/primitive", outputs=(FLOAT,),
         inputs=(Float("value", 0.0, min=-_INT_LIMIT, max=_INT_LIMIT, step=0.1),),
     )
 
@@ -34,7 +35,7 @@ class PrimitiveFloat(Node):
 
 class PrimitiveString(Node):
     schema = Schema(
-        "PrimitiveString", display_name="String", category="utils/primitive", outputs=("STRING",),
+        "PrimitiveString", display_name="String", category="utils/primitive", outputs=(STRING,),
         inputs=(String("value"),),
     )
 
@@ -46,7 +47,7 @@ class PrimitiveString(Node):
 class PrimitiveStringMultiline(Node):
     schema = Schema(
         "PrimitiveStringMultiline", display_name="String (Multiline)", category="utils/primitive",
-        outputs=("STRING",), inputs=(String("value", multiline=True),),
+        outputs=(STRING,), inputs=(String("value", multiline=True),),
     )
 
     @classmethod
@@ -56,7 +57,7 @@ class PrimitiveStringMultiline(Node):
 
 class PrimitiveBoolean(Node):
     schema = Schema(
-        "PrimitiveBoolean", display_name="Boolean", category="utils/primitive", outputs=("BOOLEAN",),
+        "PrimitiveBoolean", display_name="Boolean", category="utils/primitive", outputs=(BOOLEAN,),
         inputs=(Boolean("value"),),
     )
 
@@ -67,7 +68,7 @@ class PrimitiveBoolean(Node):
 
 class StringConcatenate(Node):
     schema = Schema(
-        "StringConcatenate", display_name="Concatenate", category="utils/string", outputs=("STRING",),
+        "StringConcatenate", display_name="Concatenate", category="utils/string", outputs=(STRING,),
         inputs=(String("string_a", multiline=True), String("string_b", multiline=True), String("delimiter")),
     )
 

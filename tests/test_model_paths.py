@@ -74,22 +74,32 @@ def test_names_may_not_escape(tmp_path, name):
         paths.resolve("vae", name)
 
 
-def test_symlinks_leaving_the_folder_are_rejected_and_not_listed(tmp_path):
-    outside = touch(tmp_path / "outside" / "evil.safetensors")
-    touch(tmp_path / "outside" / "dir" / "also.safetensors")
+def test_symlinks_in_a_model_folder_may_point_anywhere(tmp_path):
+    # Models are only read: users keep them on other disks and link them in, as with ComfyUI.
+    outside = touch(tmp_path / "elsewhere" / "big.safetensors")
+    touch(tmp_path / "elsewhere" / "dir" / "also.safetensors")
     vae = tmp_path / "models" / "vae"
     inside = touch(vae / "real" / "ae.safetensors")
-    os.symlink(outside, vae / "evil.safetensors")
-    os.symlink(tmp_path / "outside" / "dir", vae / "linkdir")
-    os.symlink(inside, vae / "alias.safetensors")  # stays inside: fine
-    os.symlink(vae, vae / "real" / "loop")  # a loop inside the folder must not hang the listing
+    os.symlink(outside, vae / "linked.safetensors")
+    os.symlink(tmp_path / "elsewhere" / "dir", vae / "linkdir")
+    os.symlink(inside, vae / "alias.safetensors")
+    os.symlink(vae, vae / "real" / "loop")  # a loop must not hang the listing
+    os.symlink(tmp_path / "elsewhere", tmp_path / "elsewhere" / "dir" / "up")  # nor a loop outside
     paths = ModelPaths.from_models_dir(tmp_path / "models")
-    assert paths.list_models("vae") == ["alias.safetensors", "real/ae.safetensors"]
-    assert paths.resolve("vae", "alias.safetensors") == vae / "alias.safetensors"
-    with pytest.raises(UnsafeModelPath, match="outside"):
-        paths.resolve("vae", "evil.safetensors")
-    with pytest.raises(UnsafeModelPath):
-        paths.resolve("vae", "linkdir/also.safetensors")
+    assert paths.list_models("vae") == [
+        "alias.safetensors",
+        "linkdir/also.safetensors",
+        "linkdir/up/big.safetensors",
+        "linked.safetensors",
+        "real/ae.safetensors",
+    ]
+    assert paths.resolve("vae", "linked.safetensors") == vae / "linked.safetensors"
+    assert paths.resolve("vae", "linkdir/also.safetensors").read_bytes() == b"x"
+    with pytest.raises(UnsafeModelPath):  # names still cannot climb out
+        paths.resolve("vae", "../../elsewhere/big.safetensors")
+    with pytest.raises(ModelNotFound) as missing:  # errors name folders, not absolute paths
+        paths.resolve("vae", "nope.safetensors")
+    assert str(tmp_path) not in str(missing.value)
 
 
 def test_missing_name_names_the_searched_folders(tmp_path):

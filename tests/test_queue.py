@@ -335,3 +335,68 @@ def test_recorder_fail_builds_error_status():
     assert recorder.status()["status_str"] == "error" and not recorder.status()["completed"]
     assert recorder.status()["messages"] == [["execution_error", data]]
     assert data["node_id"] is None and data["exception_message"] == "bad input"
+
+
+def test_prompt_running_during_two_crashes_is_recorded_failed_not_run_again(tmp_path):
+    q = PromptQueue.in_user_dir(tmp_path)
+    q.put("poison", None, PROMPT, {}, ["1"])
+    q.put("next", None, PROMPT, {}, ["1"])
+    assert q.get(timeout=0).prompt_id == "poison"
+    q.close()  # the process dies mid-run: the item stays 'running' in the file
+    q = PromptQueue.in_user_dir(tmp_path)
+    assert [i.prompt_id for i in q.pending()] == ["poison", "next"]  # one crash: it runs again
+    assert q.get(timeout=0).prompt_id == "poison"
+    q.close()  # ... and the process dies again
+    q = PromptQueue.in_user_dir(tmp_path)
+    assert [i.prompt_id for i in q.pending()] == ["next"]
+    entry = q.history("poison")["poison"]
+    assert entry["status"]["status_str"] == "error" and entry["status"]["completed"] is False
+    kind, data = entry["status"]["messages"][-1]
+    assert kind == "execution_error" and "2 times in a row" in data["exception_message"]
+    assert q.job("poison")["status"] == "failed"
+    assert q.get(timeout=0).prompt_id == "next"
+    q.close()
+
+
+def test_orderly_stop_does_not_count_as_a_crash(tmp_path):
+    q = PromptQueue.in_user_dir(tmp_path)
+    q.put("a", None, PROMPT, {}, ["1"])
+    for _ in range(3):  # the worker stops (re-queuing) three times, then the process dies once
+        assert q.get(timeout=0).prompt_id == "a"
+        assert q.requeue("a")
+    assert q.get(timeout=0).prompt_id == "a"
+    q.close()
+    q = PromptQueue.in_user_dir(tmp_path)
+    assert [i.prompt_id for i in q.pending()] == ["a"] and q.history() == {}
+    q.close()
+
+
+def test_queue_file_without_attempts_column_is_migrated(tmp_path):
+    path = tmp_path / "queue.sqlite3"
+    with sqlite3.connect(path) as db:  # the version-1 layout, one prompt left running by a crash
+        db.execute(
+            "CREATE TABLE queue (seq INTEGER PRIMARY KEY AUTOINCREMENT, prompt_id TEXT UNIQUE NOT NULL,"
+            " number REAL NOT NULL, state TEXT NOT NULL DEFAULT 'pending', prompt TEXT NOT NULL,"
+            " extra_data TEXT NOT NULL, outputs TEXT NOT NULL, create_time INTEGER, workflow_id TEXT,"
+            " start_time INTEGER)"
+        )
+        db.execute(
+            "INSERT INTO queue(prompt_id, number, state, prompt, extra_data, outputs)"
+            " VALUES('old', 1, 'running', ?, '{}', '[\"1\"]')",
+            ('{"1": {"class_type": "Number", "inputs": {"value": 1}}}',),
+        )
+        db.execute("PRAGMA user_version=1")
+    q = PromptQueue(path)
+    assert [i.prompt_id for i in q.pending()] == ["old"]
+    assert q.get(timeout=0).prompt_id == "old"
+    q.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("SELECT attempts FROM queue WHERE prompt_id='old'").fetchone()[0] == 1
+
+
+@pytest.mark.parametrize("number", [float("nan"), float("inf"), 10**400])
+def test_queue_refuses_numbers_sqlite_cannot_order(queue, number):
+    with pytest.raises(ValueError, match="finite"):
+        queue.put("x", number, PROMPT, {}, ["1"])
+    assert queue.remaining() == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import uuid
@@ -10,12 +11,18 @@ from typing import Any
 from aiohttp import web
 
 from executor.errors import PromptValidationError
-from executor.history import now_ms
+from executor.messages import now_ms
 
-from .helpers import BadRequest, add_route, field_of, is_uuid, read_object
+from .helpers import BadRequest, add_route, clip, field_of, is_uuid, read_object
 from .services import WebServices
 
 log = logging.getLogger(__name__)
+
+# Prompts with more nodes than this are validated (and converted) on a worker thread, so the server
+# keeps answering other clients meanwhile; small ones are validated inline (cheaper than a thread hop).
+INLINE_VALIDATION_NODES = 64
+# Queue numbers are stored as 64-bit floats: beyond 2**53 they would no longer be exact.
+MAX_QUEUE_NUMBER = 2**53
 
 
 def _error(kind: str, message: str, details: str = "") -> BadRequest:
@@ -37,7 +44,7 @@ class PromptRoutes:
         body = await read_object(request)
         if "prompt" not in body or body["prompt"] is None:
             raise _error("no_prompt", "No prompt provided", "the body needs a 'prompt' object (API format)")
-        return self.enqueue(body, body["prompt"])
+        return await self.enqueue(body, body["prompt"])
 
     async def run_workflow(self, request: web.Request) -> web.Response:
         """POST /workflow/run: `{"workflow": <UI workflow>, client_id?, prompt_id?, ...}` or the workflow itself."""
@@ -49,21 +56,28 @@ class PromptRoutes:
             converter = importlib.import_module("executor.workflow")
         except ImportError:
             raise BadRequest("UI-format workflows cannot be converted by this build", status=501) from None
+
+        def convert() -> Any:
+            return converter.ui_to_api(workflow, self.services.registry, services=self.services.node_services)
+
         try:
-            prompt = converter.ui_to_api(
-                workflow, self.services.registry, services=self.services.node_services
-            )
+            if len(workflow["nodes"]) > INLINE_VALIDATION_NODES:
+                prompt = await asyncio.to_thread(convert)
+            else:
+                prompt = convert()
         except PromptValidationError as exc:
             raise BadRequest(str(exc), body=exc.as_response()) from None
         except (ValueError, KeyError, TypeError) as exc:
-            raise _error("invalid_workflow", "The workflow cannot be converted", str(exc)) from None
+            raise _error(
+                "invalid_workflow", "The workflow cannot be converted", clip(str(exc), 1000)
+            ) from None
         request_body = {k: v for k, v in body.items() if k != "workflow"} if "workflow" in body else {}
         extra = field_of(request_body, "extra_data", dict, {})
         pnginfo = field_of(extra, "extra_pnginfo", dict, {})
         request_body["extra_data"] = {**extra, "extra_pnginfo": {**pnginfo, "workflow": workflow}}
-        return self.enqueue(request_body, prompt)
+        return await self.enqueue(request_body, prompt)
 
-    def enqueue(self, body: dict[str, Any], prompt: Any) -> web.Response:
+    async def enqueue(self, body: dict[str, Any], prompt: Any) -> web.Response:
         """Validate and queue; answers ComfyUI's `{prompt_id, number, node_errors}` or its 400 shape."""
         prompt_id = body.get("prompt_id")
         if prompt_id is None:
@@ -72,22 +86,26 @@ class PromptRoutes:
             raise _error(
                 "invalid_prompt_id",
                 "Invalid prompt_id",
-                f"prompt_id must be a lowercase hyphenated UUID, got {prompt_id!r}",
+                f"prompt_id must be a lowercase hyphenated UUID, got {clip(repr(prompt_id), 100)}",
             )
         number = field_of(body, "number", (int, float))
+        if number is not None and not abs(number) <= MAX_QUEUE_NUMBER:
+            raise BadRequest(f"'number' must be between -2**53 and 2**53, got {clip(repr(number), 40)}")
         front = field_of(body, "front", bool, False)
         client_id = field_of(body, "client_id", str, None)
         extra_data = dict(field_of(body, "extra_data", dict, {}))
         targets = field_of(body, "partial_execution_targets", list)
         if targets is not None and not all(isinstance(t, (str, int)) for t in targets):
             raise BadRequest("'partial_execution_targets' must be a list of node id strings")
+        wanted = None if targets is None else [str(t) for t in targets]
         try:
-            validated = self.services.executor.validate(
-                prompt, None if targets is None else [str(t) for t in targets]
-            )
+            if isinstance(prompt, dict) and len(prompt) > INLINE_VALIDATION_NODES:
+                validated = await asyncio.to_thread(self.services.executor.validate, prompt, wanted)
+            else:
+                validated = self.services.executor.validate(prompt, wanted)
         except PromptValidationError as exc:
-            log.info("prompt refused: %s", exc)
-            raise BadRequest(str(exc), body=exc.as_response()) from None
+            log.info("prompt refused: %s", clip(str(exc), 500))
+            raise BadRequest(clip(str(exc), 500), body=exc.as_response()) from None
         if client_id:
             extra_data["client_id"] = client_id
         extra_data["create_time"] = now_ms()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import mimetypes
 import struct
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .helpers import BadRequest, add_route
+from .helpers import BadRequest, add_route, parse_json
 from .paths import relative_name, safe_file
 from .services import WebServices
 
@@ -126,23 +125,24 @@ class ViewRoutes:
             raise BadRequest(f"unknown model folder {folder!r}", status=404)
         try:
             path = catalog.resolve(folder, filename)
-        except (LookupError, ValueError) as exc:
-            raise BadRequest(str(exc), status=404) from None
+        except (LookupError, ValueError, OSError):
+            raise BadRequest(f"model file {filename!r} not found in {folder}", status=404) from None
         return web.json_response(read_safetensors_metadata(path))
 
 
 def read_safetensors_metadata(path: Path) -> dict[str, str]:
+    """The header's `__metadata__`; 422 naming the file (never its folder) when the header is malformed."""
     with path.open("rb") as handle:
         head = handle.read(8)
         if len(head) != 8:
-            raise BadRequest(f"{path.name} is not a safetensors file")
+            raise BadRequest(f"{path.name} is not a safetensors file", status=422)
         (length,) = struct.unpack("<Q", head)
         if length > 100 * 1024 * 1024:
-            raise BadRequest(f"{path.name} has an implausible header of {length} bytes")
+            raise BadRequest(f"{path.name} has an implausible header of {length} bytes", status=422)
         try:
-            header = json.loads(handle.read(length))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise BadRequest(f"{path.name} has a malformed safetensors header") from None
+            header = parse_json(handle.read(length), what=f"{path.name}: safetensors header", max_depth=16)
+        except BadRequest as exc:
+            raise BadRequest(exc.message, status=422) from None
     metadata = header.get("__metadata__") if isinstance(header, dict) else None
     return metadata if isinstance(metadata, dict) else {}
 

@@ -59,6 +59,7 @@ def run_tiled(fn: Callable[[Tensor], Tensor], x: Tensor, tile: int, overlap: int
             wy = _ramp(ph, blend, y0 > 0, y0 + th < height, piece.device)
             wx = _ramp(pw, blend, x0 > 0, x0 + tw < width, piece.device)
             mask = wy[:, None] * wx[None, :]
+            assert out is not None and weight is not None  # made at the first tile
             out[..., oy : oy + ph, ox : ox + pw] += piece.float() * mask
             weight[oy : oy + ph, ox : ox + pw] += mask
     assert out is not None and weight is not None

@@ -54,7 +54,7 @@ _SINGLE = {
 _SINGLE_FUSED = {"linear1": ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp")}
 
 # scope: (diffusers prefix regex, BFL prefix regex, module renames, fused groups)
-_SCOPES = (
+_SCOPES: tuple[tuple[str, str, Mapping[str, str], Mapping[str, tuple[str, ...]]], ...] = (
     (r"transformer_blocks\.(\d+)\.", r"double_blocks\.(\d+)\.", _DOUBLE, _DOUBLE_FUSED),
     (r"single_transformer_blocks\.(\d+)\.", r"single_blocks\.(\d+)\.", _SINGLE, _SINGLE_FUSED),
 )
@@ -65,7 +65,8 @@ _BFL_BLOCK = ("double_blocks.{}.", "single_blocks.{}.")
 def _match_block(module: str, side: int) -> tuple[int, re.Match[str]] | None:
     """(scope index, match) when `module` lies in a double/single block; side 0 = diffusers, 1 = BFL."""
     for scope, patterns in enumerate(_SCOPES):
-        if m := re.match(patterns[side], module + "."):
+        pattern = patterns[0] if side == 0 else patterns[1]
+        if m := re.match(pattern, module + "."):
             return scope, m
     return None
 
@@ -130,8 +131,8 @@ def diffusers_to_bfl_transformer(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
         else:
             raise ValueError(f"unknown diffusers FLUX transformer key {key!r}")
     for (target, source_prefix), pieces in pending.items():
-        parts = expected[(target, source_prefix)]
-        missing = [f"{source_prefix}{p}" for i, p in enumerate(parts) if i not in pieces]
+        wanted = expected[(target, source_prefix)]
+        missing = [f"{source_prefix}{p}" for i, p in enumerate(wanted) if i not in pieces]
         if missing:
             raise ValueError(f"cannot build {target}: missing {missing} (convert whole blocks)")
         out[target] = torch.cat([pieces[i] for i in range(len(parts))], dim=0)

@@ -156,10 +156,16 @@ def inspect_file(path: str | Path) -> FileInfo:
         raise CheckpointFormatError(path, "file not found") from None
     except IsADirectoryError:
         raise CheckpointFormatError(path, "is a folder, expected a .safetensors file") from None
+    except OSError as exc:
+        raise CheckpointFormatError(path, f"cannot be read ({exc.strerror or type(exc).__name__})") from None
     try:
         header = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointFormatError(path, f"header is not valid JSON ({exc}); the file is corrupt") from None
+    except RecursionError:
+        raise CheckpointFormatError(path, "header nests JSON too deeply; the file is corrupt") from None
+    except ValueError as exc:  # e.g. an integer longer than the interpreter converts
+        raise CheckpointFormatError(path, f"header holds an unreadable value ({str(exc)[:100]})") from None
     if not isinstance(header, dict):
         raise CheckpointFormatError(path, f"header is a JSON {type(header).__name__}, expected an object")
     metadata = header.pop("__metadata__", None) or {}
@@ -197,15 +203,26 @@ def _tensor_entry(path: Path, key: str, entry: object, data_size: int) -> Tensor
     if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
         raise CheckpointFormatError(path, f"tensor {key!r}: malformed header entry {entry!r}")
     tag, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-    if tag not in DTYPES:
-        raise UnsupportedFormatError(path, f"tensor {key!r} has dtype {tag}, which is not supported")
-    try:
-        shape_t = tuple(int(d) for d in shape)
-        start, end = (int(o) for o in offsets)
-    except (TypeError, ValueError):
+    if not isinstance(tag, str):
         raise CheckpointFormatError(
-            path, f"tensor {key!r}: bad shape {shape!r} or offsets {offsets!r}"
-        ) from None
+            path, f"tensor {key[:200]!r}: dtype must be a string, got {repr(tag)[:100]}"
+        )
+    if tag not in DTYPES:
+        raise UnsupportedFormatError(
+            path, f"tensor {key[:200]!r} has dtype {tag[:40]}, which is not supported"
+        )
+    if (
+        not isinstance(shape, list)
+        or not isinstance(offsets, list)
+        or not all(type(d) is int and d >= 0 for d in shape)
+        or not all(type(o) is int for o in offsets)
+        or len(offsets) != 2
+    ):
+        raise CheckpointFormatError(
+            path, f"tensor {key[:200]!r}: bad shape {repr(shape)[:100]} or offsets {repr(offsets)[:100]}"
+        )
+    shape_t = tuple(shape)
+    start, end = offsets
     info = TensorInfo(tag, shape_t, start, end)
     expected = info.numel * DTYPES[tag][1]
     if start < 0 or end - start != expected:

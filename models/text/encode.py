@@ -117,6 +117,7 @@ def encode_flux_prompt(
         raise MissingTextEncoderError(
             f"FLUX prompts need CLIP-L and T5 with their tokenizers; missing: {', '.join(missing)}"
         )
+    assert encoders.t5 is not None and encoders.clip is not None  # checked just above
     context = encode_t5(
         encoders.t5, encoders.t5_tokenizer, t5_text, min_length=t5_min_length, max_length=t5_max_length
     )

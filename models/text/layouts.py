@@ -153,12 +153,12 @@ def layout_for(
             else None
         )
         return KeyLayout(kind, outer, drop=drop, rename=rename)
-    drop = {k for k in local if k.startswith(_T5_IGNORED)}
+    t5_drop = {k for k in local if k.startswith(_T5_IGNORED)}
     if "shared.weight" in local:
-        drop.add("encoder.embed_tokens.weight")  # a tied copy; the module ties it back to shared
-        return KeyLayout(kind, outer, drop=frozenset(drop))
+        t5_drop.add("encoder.embed_tokens.weight")  # a tied copy; the module ties it back to shared
+        return KeyLayout(kind, outer, drop=frozenset(t5_drop))
     return KeyLayout(
-        kind, outer, drop=frozenset(drop), rename={"encoder.embed_tokens.weight": "shared.weight"}
+        kind, outer, drop=frozenset(t5_drop), rename={"encoder.embed_tokens.weight": "shared.weight"}
     )
 
 

@@ -196,11 +196,11 @@ def assemble(encoders: Iterable[LoadedTextEncoder], clip_tokenizer: Any, t5_toke
             raise ValueError(f"two {enc.kind} text encoders given; FLUX takes one CLIP-L and one T5")
         by_kind[enc.kind] = enc
     for kind, tokenizer in (("clip_l", clip_tokenizer), ("t5xxl", t5_tokenizer)):
-        enc = by_kind.get(kind)
-        if enc is not None and tokenizer is not None and len(tokenizer) > enc.params.vocab_size:
+        loaded = by_kind.get(kind)
+        if loaded is not None and tokenizer is not None and len(tokenizer) > loaded.params.vocab_size:
             raise ValueError(
                 f"the {kind} tokenizer ({tokenizer.name_or_path or 'in memory'}) has {len(tokenizer)} ids but "
-                f"the model's vocabulary has {enc.params.vocab_size}; use the tokenizer made for this model"
+                f"the model's vocabulary has {loaded.params.vocab_size}; use the tokenizer made for this model"
             )
     clip_enc, t5_enc = by_kind.get("clip_l"), by_kind.get("t5xxl")
     return TextEncoders(

@@ -57,7 +57,7 @@ T5_TINY = T5EncoderParams(vocab_size=512, d_model=64, d_kv=16, num_heads=4, d_ff
 
 def t5_config(params: T5EncoderParams) -> T5Config:
     """The transformers config for `params` (no download)."""
-    return T5Config(
+    return T5Config(  # type: ignore[call-arg]  # accepted through PretrainedConfig's **kwargs
         vocab_size=params.vocab_size,
         d_model=params.d_model,
         d_kv=params.d_kv,
@@ -85,7 +85,7 @@ def build_t5(params: T5EncoderParams) -> T5EncoderModel:
 
 def tie_embeddings(model: nn.Module) -> None:
     """Point the encoder's token embedding at `shared`: files store the table once, as `shared.weight`."""
-    model.set_input_embeddings(model.get_input_embeddings())
+    model.set_input_embeddings(model.get_input_embeddings())  # type: ignore[operator]  # a transformers model
 
 
 def t5_params_from_shapes(shapes: Mapping[str, tuple[int, ...]]) -> T5EncoderParams:

@@ -20,7 +20,6 @@ from executor.schema import (
     Float,
     Int,
     Node,
-    NodeContext,
     Output,
     Schema,
     String,
@@ -28,6 +27,8 @@ from executor.schema import (
 )
 from nodes.latent import vae_ops
 from nodes.runtime.device import use_models
+from nodes.runtime.services import Ctx
+from nodes.runtime.types import CONDITIONING
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def set_values(conditioning: Conditioning, values: Mapping[str, Any], *, append:
     return out
 
 
-def encode_text(ctx: NodeContext, clip: Any, clip_text: str, t5_text: str) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_text(ctx: Ctx, clip: Any, clip_text: str, t5_text: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Encode with a CLIP handle: (T5 context [1, T, D], CLIP-L pooled [1, 768]), float32 on the CPU."""
     if clip is None:
         raise RuntimeError("clip input is invalid: None. If it comes from a checkpoint loader, the checkpoint "
@@ -73,28 +74,28 @@ class CLIPTextEncode(Node):
     )
 
     @classmethod
-    def execute(cls, ctx: NodeContext, text: str, clip: Any) -> tuple[Conditioning]:
+    def execute(cls, ctx: Ctx, text: str, clip: Any) -> tuple[Conditioning]:
         context, pooled = encode_text(ctx, clip, text, text)
         return ([[context, {"pooled_output": pooled}]],)
 
 
 class CLIPTextEncodeFlux(Node):
     schema = Schema(
-        "CLIPTextEncodeFlux", category="advanced/conditioning/flux", outputs=("CONDITIONING",),
+        "CLIPTextEncodeFlux", category="advanced/conditioning/flux", outputs=(CONDITIONING,),
         inputs=(Typed("clip", "CLIP"), String("clip_l", multiline=True, dynamic_prompts=True),
                 String("t5xxl", multiline=True, dynamic_prompts=True),
                 Float("guidance", 3.5, min=0.0, max=100.0, step=0.1)),
     )
 
     @classmethod
-    def execute(cls, ctx: NodeContext, clip: Any, clip_l: str, t5xxl: str, guidance: float) -> tuple[Conditioning]:
+    def execute(cls, ctx: Ctx, clip: Any, clip_l: str, t5xxl: str, guidance: float) -> tuple[Conditioning]:
         context, pooled = encode_text(ctx, clip, clip_l, t5xxl)
         return ([[context, {"pooled_output": pooled, "guidance": guidance}]],)
 
 
 class FluxGuidance(Node):
     schema = Schema(
-        "FluxGuidance", category="advanced/conditioning/flux", outputs=("CONDITIONING",),
+        "FluxGuidance", category="advanced/conditioning/flux", outputs=(CONDITIONING,),
         inputs=(Typed("conditioning", "CONDITIONING"), Float("guidance", 3.5, min=0.0, max=100.0, step=0.1)),
     )
 
@@ -104,7 +105,7 @@ class FluxGuidance(Node):
 
 
 class ConditioningZeroOut(Node):
-    schema = Schema("ConditioningZeroOut", category="advanced/conditioning", outputs=("CONDITIONING",),
+    schema = Schema("ConditioningZeroOut", category="advanced/conditioning", outputs=(CONDITIONING,),
                     inputs=(Typed("conditioning", "CONDITIONING"),))
 
     @classmethod
@@ -119,7 +120,7 @@ class ConditioningZeroOut(Node):
 
 
 class ConditioningCombine(Node):
-    schema = Schema("ConditioningCombine", category="conditioning", outputs=("CONDITIONING",),
+    schema = Schema("ConditioningCombine", category="conditioning", outputs=(CONDITIONING,),
                     inputs=(Typed("conditioning_1", "CONDITIONING"), Typed("conditioning_2", "CONDITIONING")))
 
     @classmethod
@@ -129,7 +130,7 @@ class ConditioningCombine(Node):
 
 class ConditioningSetTimestepRange(Node):
     schema = Schema(
-        "ConditioningSetTimestepRange", category="advanced/conditioning", outputs=("CONDITIONING",),
+        "ConditioningSetTimestepRange", category="advanced/conditioning", outputs=(CONDITIONING,),
         inputs=(Typed("conditioning", "CONDITIONING"), Float("start", 0.0, min=0.0, max=1.0, step=0.001),
                 Float("end", 1.0, min=0.0, max=1.0, step=0.001)),
     )
@@ -141,7 +142,7 @@ class ConditioningSetTimestepRange(Node):
 
 class ConditioningSetArea(Node):
     schema = Schema(
-        "ConditioningSetArea", category="conditioning", outputs=("CONDITIONING",),
+        "ConditioningSetArea", category="conditioning", outputs=(CONDITIONING,),
         description="Sets an area for the conditioning. FLUX models ignore areas: the conditioning applies "
                     "to the whole image.",
         inputs=(Typed("conditioning", "CONDITIONING"),
@@ -164,7 +165,7 @@ class ConditioningSetArea(Node):
 
 class ReferenceLatent(Node):
     schema = Schema(
-        "ReferenceLatent", category="advanced/conditioning/edit_models", outputs=("CONDITIONING",),
+        "ReferenceLatent", category="advanced/conditioning/edit_models", outputs=(CONDITIONING,),
         description="Sets the guiding latent for an edit model (FLUX Kontext). Chain several to add several "
                     "reference images.",
         inputs=(Typed("conditioning", "CONDITIONING"), Typed("latent", "LATENT", optional=True)),
@@ -180,7 +181,7 @@ class ReferenceLatent(Node):
 class FluxKontextMultiReferenceLatentMethod(Node):
     schema = Schema(
         "FluxKontextMultiReferenceLatentMethod", category="advanced/conditioning/flux", experimental=True,
-        outputs=("CONDITIONING",),
+        outputs=(CONDITIONING,),
         inputs=(Typed("conditioning", "CONDITIONING"), Combo("reference_latents_method", REFERENCE_METHODS)),
     )
 
@@ -202,7 +203,7 @@ class InstructPixToPixConditioning(Node):
     )
 
     @classmethod
-    def execute(cls, ctx: NodeContext, positive: Conditioning, negative: Conditioning, vae: Any,
+    def execute(cls, ctx: Ctx, positive: Conditioning, negative: Conditioning, vae: Any,
                 pixels: torch.Tensor) -> tuple[Conditioning, Conditioning, dict[str, Any]]:
         concat = vae_ops.encode(ctx, vae, vae_ops.crop_to_multiple(pixels))
         values = {"concat_latent_image": concat}
@@ -222,7 +223,7 @@ class InpaintModelConditioning(Node):
     )
 
     @classmethod
-    def execute(cls, ctx: NodeContext, positive: Conditioning, negative: Conditioning, vae: Any,
+    def execute(cls, ctx: Ctx, positive: Conditioning, negative: Conditioning, vae: Any,
                 pixels: torch.Tensor, mask: torch.Tensor,
                 noise_mask: bool = True) -> tuple[Conditioning, Conditioning, dict[str, Any]]:
         height, width = pixels.shape[1], pixels.shape[2]

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from executor.schema import Float, Node, Schema, Typed
+from nodes.runtime.types import IMAGE
 
 # (dy, dx) of the neighbour in direction k = 0..7, counted from +x towards +y in 45 degree steps.
 _OFFSETS = ((0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1), (-1, 0), (-1, 1))
@@ -121,7 +122,7 @@ class Canny(Node):
     schema = Schema(
         "Canny",
         category="image/preprocessors",
-        outputs=("IMAGE",),
+        outputs=(IMAGE,),
         inputs=(
             Typed("image", "IMAGE"),
             Float("low_threshold", 0.4, min=0.01, max=0.99, step=0.01),

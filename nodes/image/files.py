@@ -23,7 +23,7 @@ import torch
 from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
-from executor.schema import PROMPT_HIDDEN, Combo, Node, NodeContext, NodeOutput, Schema, String, Typed
+from executor.schema import PROMPT_HIDDEN, Combo, Node, NodeOutput, Schema, String, Typed
 from nodes.image.tensors import channel_mask, empty_mask, mask_from_alpha, pil_to_image, tensor_to_pil
 from nodes.runtime.file_paths import (
     SaveTarget,
@@ -35,6 +35,9 @@ from nodes.runtime.file_paths import (
     save_target,
     split_annotation,
 )
+from nodes.runtime.services import Ctx
+from nodes.runtime.types import IMAGE, MASK
+from settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +126,7 @@ def load_frames(pil: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(images), mask
 
 
-def _settings(ctx: NodeContext) -> Any:
+def _settings(ctx: Ctx) -> Settings:
     return ctx.services.settings
 
 
@@ -132,12 +135,12 @@ class LoadImage(Node):
         "LoadImage",
         display_name="Load Image",
         category="image",
-        outputs=("IMAGE", "MASK"),
+        outputs=(IMAGE, MASK),
         inputs=(Combo("image", options=_input_images, extra={"image_upload": True}),),
     )
 
     @classmethod
-    def execute(cls, ctx: NodeContext, image: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def execute(cls, ctx: Ctx, image: str) -> tuple[torch.Tensor, torch.Tensor]:
         path, pil = open_image(image, _settings(ctx))
         with pil:
             try:
@@ -159,7 +162,7 @@ class LoadImageMask(Node):
         "LoadImageMask",
         display_name="Load Image (as Mask)",
         category="mask",
-        outputs=("MASK",),
+        outputs=(MASK,),
         inputs=(
             Combo("image", options=_input_images, extra={"image_upload": True}),
             Combo("channel", MASK_CHANNELS),
@@ -167,7 +170,7 @@ class LoadImageMask(Node):
     )
 
     @classmethod
-    def execute(cls, ctx: NodeContext, image: str, channel: str) -> tuple[torch.Tensor]:
+    def execute(cls, ctx: Ctx, image: str, channel: str) -> tuple[torch.Tensor]:
         path, pil = open_image(image, _settings(ctx))
         with pil:
             try:
@@ -261,7 +264,7 @@ class SaveImage(Node):
     @classmethod
     def execute(
         cls,
-        ctx: NodeContext,
+        ctx: Ctx,
         images: torch.Tensor,
         filename_prefix: str = "ComfyUI",
         prompt: Any = None,
@@ -298,7 +301,7 @@ class PreviewImage(Node):
 
     @classmethod
     def execute(
-        cls, ctx: NodeContext, images: torch.Tensor, prompt: Any = None, extra_pnginfo: Any = None
+        cls, ctx: Ctx, images: torch.Tensor, prompt: Any = None, extra_pnginfo: Any = None
     ) -> NodeOutput:
         root = folder_for(_settings(ctx), "temp")
         results = save_images(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from executor.schema import MAX_RESOLUTION, Combo, Float, Int, Node, Schema, Typed
+from nodes.runtime.types import IMAGE, MASK
 
 IMAGE_CHANNELS = ("red", "green", "blue", "alpha")
 
@@ -17,7 +18,7 @@ class MaskToImage(Node):
         "MaskToImage",
         display_name="Convert Mask to Image",
         category="mask",
-        outputs=("IMAGE",),
+        outputs=(IMAGE,),
         inputs=(Typed("mask", "MASK"),),
     )
 
@@ -33,7 +34,7 @@ class ImageToMask(Node):
         "ImageToMask",
         display_name="Convert Image to Mask",
         category="mask",
-        outputs=("MASK",),
+        outputs=(MASK,),
         inputs=(Typed("image", "IMAGE"), Combo("channel", IMAGE_CHANNELS, legacy_combo=False)),
     )
 
@@ -49,7 +50,7 @@ class ImageToMask(Node):
 
 
 class InvertMask(Node):
-    schema = Schema("InvertMask", category="mask", outputs=("MASK",), inputs=(Typed("mask", "MASK"),))
+    schema = Schema("InvertMask", category="mask", outputs=(MASK,), inputs=(Typed("mask", "MASK"),))
 
     @classmethod
     def execute(cls, mask: torch.Tensor) -> tuple[torch.Tensor]:
@@ -60,7 +61,7 @@ class SolidMask(Node):
     schema = Schema(
         "SolidMask",
         category="mask",
-        outputs=("MASK",),
+        outputs=(MASK,),
         inputs=(
             Float("value", 1.0, min=0.0, max=1.0, step=0.01),
             Int("width", 512, min=1, max=MAX_RESOLUTION, step=1),

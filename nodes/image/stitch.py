@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from executor.schema import Boolean, Combo, Int, Node, Schema, Typed
 from models.imaging.resize import resize
+from nodes.runtime.types import IMAGE
 
 DIRECTIONS = ("right", "down", "left", "up")
 SPACING_COLORS = {
@@ -65,7 +66,7 @@ class ImageStitch(Node):
         "ImageStitch",
         display_name="Image Stitch",
         category="image/transform",
-        outputs=("IMAGE",),
+        outputs=(IMAGE,),
         description=(
             "Stitches image2 to image1 in the specified direction.\n"
             "If image2 is not provided, returns image1 unchanged.\n"

@@ -14,6 +14,7 @@ from executor.schema import MAX_RESOLUTION, Combo, Float, Int, Node, Output, Sch
 from models.imaging.resize import resize
 from nodes.image.canny import Canny
 from nodes.image.stitch import ImageStitch, match_channels
+from nodes.runtime.types import IMAGE, MASK
 
 UPSCALE_METHODS = ("nearest-exact", "bilinear", "area", "bicubic", "lanczos")
 CROP_METHODS = ("disabled", "center")
@@ -35,7 +36,7 @@ class ImageScale(Node):
         "ImageScale",
         display_name="Upscale Image",
         category="image/upscaling",
-        outputs=("IMAGE",),
+        outputs=(IMAGE,),
         inputs=(
             Typed("image", "IMAGE"),
             Combo("upscale_method", UPSCALE_METHODS),
@@ -65,7 +66,7 @@ class ImageScaleBy(Node):
         "ImageScaleBy",
         display_name="Upscale Image By",
         category="image/upscaling",
-        outputs=("IMAGE",),
+        outputs=(IMAGE,),
         inputs=(
             Typed("image", "IMAGE"),
             Combo("upscale_method", UPSCALE_METHODS),
@@ -83,7 +84,7 @@ class ImageScaleToTotalPixels(Node):
     schema = Schema(
         "ImageScaleToTotalPixels",
         category="image/upscaling",
-        outputs=("IMAGE",),
+        outputs=(IMAGE,),
         inputs=(
             Typed("image", "IMAGE"),
             Combo("upscale_method", UPSCALE_METHODS, legacy_combo=False),
@@ -108,7 +109,7 @@ class ImageScaleToMaxDimension(Node):
     schema = Schema(
         "ImageScaleToMaxDimension",
         category="image/upscaling",
-        outputs=("IMAGE",),
+        outputs=(IMAGE,),
         inputs=(
             Typed("image", "IMAGE"),
             Combo("upscale_method", MAX_DIMENSION_METHODS, legacy_combo=False),
@@ -133,7 +134,7 @@ class ImageInvert(Node):
         "ImageInvert",
         display_name="Invert Image",
         category="image",
-        outputs=("IMAGE",),
+        outputs=(IMAGE,),
         inputs=(Typed("image", "IMAGE"),),
     )
 
@@ -147,7 +148,7 @@ class ImageBatch(Node):
         "ImageBatch",
         display_name="Batch Images",
         category="image",
-        outputs=("IMAGE",),
+        outputs=(IMAGE,),
         inputs=(Typed("image1", "IMAGE"), Typed("image2", "IMAGE")),
     )
 
@@ -180,7 +181,7 @@ class EmptyImage(Node):
     schema = Schema(
         "EmptyImage",
         category="image",
-        outputs=("IMAGE",),
+        outputs=(IMAGE,),
         inputs=(
             Int("width", 512, min=1, max=MAX_RESOLUTION, step=1),
             Int("height", 512, min=1, max=MAX_RESOLUTION, step=1),
@@ -203,7 +204,7 @@ class ImageCrop(Node):
         "ImageCrop",
         display_name="Crop Image",
         category="image/transform",
-        outputs=("IMAGE",),
+        outputs=(IMAGE,),
         inputs=(
             Typed("image", "IMAGE"),
             Int("width", 512, min=1, max=MAX_RESOLUTION, step=1),
@@ -249,7 +250,7 @@ class ImagePadForOutpaint(Node):
         "ImagePadForOutpaint",
         display_name="Pad Image for Outpainting",
         category="image",
-        outputs=("IMAGE", "MASK"),
+        outputs=(IMAGE, MASK),
         inputs=(
             Typed("image", "IMAGE"),
             Int("left", 0, min=0, max=MAX_RESOLUTION, step=8),

@@ -11,10 +11,12 @@ from typing import Any
 
 import torch
 
-from executor.schema import MAX_RESOLUTION, Combo, Float, Int, Node, NodeContext, Output, Schema, Typed
+from executor.schema import MAX_RESOLUTION, Combo, Float, Int, Node, Output, Schema, Typed
 from models.flux.latent_format import FLUX1_LATENT
 from models.imaging.resize import CROP_METHODS, LATENT_UPSCALE_METHODS, resize
 from nodes.latent import vae_ops
+from nodes.runtime.services import Ctx
+from nodes.runtime.types import IMAGE, LATENT
 
 Latent = dict[str, Any]
 
@@ -43,7 +45,7 @@ class EmptyLatentImage(Node):
 
 class EmptySD3LatentImage(Node):
     schema = Schema(
-        "EmptySD3LatentImage", category="latent/sd3", outputs=("LATENT",),
+        "EmptySD3LatentImage", category="latent/sd3", outputs=(LATENT,),
         inputs=(Int("width", 1024, min=16, max=MAX_RESOLUTION, step=16),
                 Int("height", 1024, min=16, max=MAX_RESOLUTION, step=16),
                 Int("batch_size", 1, min=1, max=4096)),
@@ -55,11 +57,11 @@ class EmptySD3LatentImage(Node):
 
 
 class VAEEncode(Node):
-    schema = Schema("VAEEncode", category="latent", outputs=("LATENT",),
+    schema = Schema("VAEEncode", category="latent", outputs=(LATENT,),
                     inputs=(Typed("pixels", "IMAGE"), Typed("vae", "VAE")))
 
     @classmethod
-    def execute(cls, ctx: NodeContext, pixels: torch.Tensor, vae: Any) -> tuple[Latent]:
+    def execute(cls, ctx: Ctx, pixels: torch.Tensor, vae: Any) -> tuple[Latent]:
         return ({"samples": vae_ops.encode(ctx, vae, pixels)},)
 
 
@@ -72,7 +74,7 @@ class VAEDecode(Node):
     )
 
     @classmethod
-    def execute(cls, ctx: NodeContext, samples: Mapping[str, Any], vae: Any) -> tuple[torch.Tensor]:
+    def execute(cls, ctx: Ctx, samples: Mapping[str, Any], vae: Any) -> tuple[torch.Tensor]:
         return (vae_ops.decode(ctx, vae, samples["samples"]),)
 
 
@@ -89,22 +91,22 @@ def _tiled_inputs(first: Any, tile_step: int) -> tuple:
 
 
 class VAEEncodeTiled(Node):
-    schema = Schema("VAEEncodeTiled", category="_for_testing", outputs=("LATENT",),
+    schema = Schema("VAEEncodeTiled", category="_for_testing", outputs=(LATENT,),
                     inputs=_tiled_inputs(Typed("pixels", "IMAGE"), 64))
 
     @classmethod
-    def execute(cls, ctx: NodeContext, pixels: torch.Tensor, vae: Any, tile_size: int, overlap: int,
+    def execute(cls, ctx: Ctx, pixels: torch.Tensor, vae: Any, tile_size: int, overlap: int,
                 temporal_size: int = 64, temporal_overlap: int = 8) -> tuple[Latent]:
         del temporal_size, temporal_overlap  # image VAE: no time axis
         return ({"samples": vae_ops.encode(ctx, vae, pixels, tile=tile_size, overlap=overlap)},)
 
 
 class VAEDecodeTiled(Node):
-    schema = Schema("VAEDecodeTiled", category="_for_testing", outputs=("IMAGE",),
+    schema = Schema("VAEDecodeTiled", category="_for_testing", outputs=(IMAGE,),
                     inputs=_tiled_inputs(Typed("samples", "LATENT"), 32))
 
     @classmethod
-    def execute(cls, ctx: NodeContext, samples: Mapping[str, Any], vae: Any, tile_size: int, overlap: int,
+    def execute(cls, ctx: Ctx, samples: Mapping[str, Any], vae: Any, tile_size: int, overlap: int,
                 temporal_size: int = 64, temporal_overlap: int = 8) -> tuple[torch.Tensor]:
         del temporal_size, temporal_overlap
         if tile_size < overlap * 4:  # ComfyUI's rule: overlap at most a quarter of the tile
@@ -113,7 +115,7 @@ class VAEDecodeTiled(Node):
 
 
 class SetLatentNoiseMask(Node):
-    schema = Schema("SetLatentNoiseMask", category="latent/inpaint", outputs=("LATENT",),
+    schema = Schema("SetLatentNoiseMask", category="latent/inpaint", outputs=(LATENT,),
                     inputs=(Typed("samples", "LATENT"), Typed("mask", "MASK")))
 
     @classmethod
@@ -125,7 +127,7 @@ class SetLatentNoiseMask(Node):
 
 class LatentUpscale(Node):
     schema = Schema(
-        "LatentUpscale", category="latent", outputs=("LATENT",),
+        "LatentUpscale", category="latent", outputs=(LATENT,),
         inputs=(Typed("samples", "LATENT"), Combo("upscale_method", LATENT_UPSCALE_METHODS),
                 Int("width", 512, min=0, max=MAX_RESOLUTION, step=8),
                 Int("height", 512, min=0, max=MAX_RESOLUTION, step=8), Combo("crop", CROP_METHODS)),
@@ -152,7 +154,7 @@ class LatentUpscale(Node):
 
 class LatentUpscaleBy(Node):
     schema = Schema(
-        "LatentUpscaleBy", category="latent", outputs=("LATENT",),
+        "LatentUpscaleBy", category="latent", outputs=(LATENT,),
         inputs=(Typed("samples", "LATENT"), Combo("upscale_method", LATENT_UPSCALE_METHODS),
                 Float("scale_by", 1.5, min=0.01, max=8.0, step=0.01)),
     )
@@ -181,7 +183,7 @@ def kontext_size(width: int, height: int) -> tuple[int, int]:
 
 class FluxKontextImageScale(Node):
     schema = Schema(
-        "FluxKontextImageScale", category="advanced/conditioning/flux", outputs=("IMAGE",),
+        "FluxKontextImageScale", category="advanced/conditioning/flux", outputs=(IMAGE,),
         description="This node resizes the image to one that is more optimal for flux kontext.",
         inputs=(Typed("image", "IMAGE"),),
     )

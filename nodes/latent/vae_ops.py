@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from nodes.runtime.device import compute_device, use_models
+from nodes.runtime.services import Ctx
 
 
 def crop_to_multiple(pixels: torch.Tensor, multiple: int = 8) -> torch.Tensor:
@@ -27,7 +28,7 @@ def _autoencoder(vae: Any) -> Any:
     return vae.module
 
 
-def encode(ctx: Any, vae: Any, pixels: torch.Tensor, *, tile: int | None = None, overlap: int = 64) -> torch.Tensor:
+def encode(ctx: Ctx, vae: Any, pixels: torch.Tensor, *, tile: int | None = None, overlap: int = 64) -> torch.Tensor:
     """IMAGE [B, H, W, C] in 0..1 -> un-scaled latent means [B, 16, H/8, W/8] float32 on the CPU.
 
     `tile` / `overlap` are in pixels; None encodes in one piece.
@@ -46,7 +47,7 @@ def encode(ctx: Any, vae: Any, pixels: torch.Tensor, *, tile: int | None = None,
     return vae.params.latent_format.process_out(z.float().cpu())
 
 
-def decode(ctx: Any, vae: Any, samples: torch.Tensor, *, tile: int | None = None, overlap: int = 64) -> torch.Tensor:
+def decode(ctx: Ctx, vae: Any, samples: torch.Tensor, *, tile: int | None = None, overlap: int = 64) -> torch.Tensor:
     """Un-scaled latents [B, 16, h, w] -> IMAGE [B, 8h, 8w, 3] float32 in 0..1 on the CPU.
 
     `tile` / `overlap` are in pixels; None decodes in one piece.

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from executor.schema import Combo, Input, Node, NodeContext, Output, Schema
+from executor.schema import Combo, Input, Node, Output, Schema
 from models import formats
 from models.formats.detect import CLIP_L, T5XXL
 from models.formats.fp8 import WEIGHT_DTYPES
 from models.patches import ClipHandle, ModelHandle, ModelOptions, VaeHandle
 from nodes.runtime.model_paths import ModelPaths
+from nodes.runtime.services import Ctx
 
 if TYPE_CHECKING:
     from models.flux.model import Flux
@@ -65,8 +66,8 @@ CLIP_TYPES = (
 DEVICES = ("default", "cpu")
 
 
-def model_paths(ctx: NodeContext | None) -> ModelPaths:
-    paths = getattr(getattr(ctx, "services", None), "model_paths", None)
+def model_paths(ctx: Ctx | None) -> ModelPaths:
+    paths = ctx.services.model_paths if ctx is not None else None
     if paths is None:
         raise RuntimeError(
             "no model folders are configured (services.model_paths is missing); "
@@ -143,7 +144,7 @@ def clip_handle(
     )
 
 
-def _tokenizer_roots(ctx: NodeContext, path: Path) -> list[Path]:
+def _tokenizer_roots(ctx: Ctx, path: Path) -> list[Path]:
     """A diffusers pipeline folder first (its own tokenizers), then every tokenizers folder."""
     roots = [path] if path.is_dir() else []
     return roots + list(model_paths(ctx).folders_for("tokenizers"))
@@ -163,13 +164,13 @@ class UNETLoader(Node):
     )
 
     @classmethod
-    def execute(cls, ctx: NodeContext, unet_name: str, weight_dtype: str) -> tuple[ModelHandle]:
+    def execute(cls, ctx: Ctx, unet_name: str, weight_dtype: str) -> tuple[ModelHandle]:
         path = model_paths(ctx).resolve("diffusion_models", unet_name)
         dtype = None if weight_dtype == "default" else weight_dtype
         return (model_handle(formats.load_flux_transformer(path, weight_dtype=dtype), path, weight_dtype),)
 
 
-def _load_encoders(ctx: NodeContext, names: Sequence[str]) -> tuple[dict[str, Any], list[Path]]:
+def _load_encoders(ctx: Ctx, names: Sequence[str]) -> tuple[dict[str, Any], list[Path]]:
     paths = [model_paths(ctx).resolve("text_encoders", name) for name in names]
     loaded: dict[str, Any] = {}
     for path in paths:
@@ -199,7 +200,7 @@ class DualCLIPLoader(Node):
 
     @classmethod
     def execute(
-        cls, ctx: NodeContext, clip_name1: str, clip_name2: str, type: str, device: str = "default"
+        cls, ctx: Ctx, clip_name1: str, clip_name2: str, type: str, device: str = "default"
     ) -> tuple[ClipHandle]:
         if type != "flux":
             raise ValueError(
@@ -227,7 +228,7 @@ class CLIPLoader(Node):
 
     @classmethod
     def execute(
-        cls, ctx: NodeContext, clip_name: str, type: str, device: str = "default"
+        cls, ctx: Ctx, clip_name: str, type: str, device: str = "default"
     ) -> tuple[ClipHandle]:
         loaded, paths = _load_encoders(ctx, (clip_name,))
         log.info("CLIPLoader: %s holds %s (type %r)", clip_name, next(iter(loaded)), type)
@@ -244,7 +245,7 @@ class VAELoader(Node):
     )
 
     @classmethod
-    def execute(cls, ctx: NodeContext, vae_name: str) -> tuple[VaeHandle]:
+    def execute(cls, ctx: Ctx, vae_name: str) -> tuple[VaeHandle]:
         path = model_paths(ctx).resolve("vae", vae_name)
         return (vae_handle(formats.load_autoencoder(path), path),)
 
@@ -272,7 +273,7 @@ class CheckpointLoaderSimple(Node):
 
     @classmethod
     def execute(
-        cls, ctx: NodeContext, ckpt_name: str
+        cls, ctx: Ctx, ckpt_name: str
     ) -> tuple[ModelHandle, ClipHandle | None, VaeHandle | None]:
         path = model_paths(ctx).resolve("checkpoints", ckpt_name)
         loaded = formats.load_checkpoint(path)

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
 
 import torch
 from torch import nn
 
+from nodes.runtime.services import Ctx
+
 
 @contextlib.contextmanager
-def use_models(ctx: Any, *modules: nn.Module, working_bytes: int = 0) -> Iterator[tuple[nn.Module, ...]]:
+def use_models(ctx: Ctx, *modules: nn.Module, working_bytes: int = 0) -> Iterator[tuple[nn.Module, ...]]:
     """Load `modules` for the duration of the block (locked against eviction), via `ctx.services.memory`.
 
     Without a memory manager (tests calling nodes directly) the modules stay where they are.
     """
-    memory = getattr(getattr(ctx, "services", None), "memory", None)
+    memory = ctx.services.memory
     if memory is None:
         yield modules
         return
@@ -24,9 +25,9 @@ def use_models(ctx: Any, *modules: nn.Module, working_bytes: int = 0) -> Iterato
         yield loaded
 
 
-def compute_device(ctx: Any, module: nn.Module) -> torch.device:
+def compute_device(ctx: Ctx, module: nn.Module) -> torch.device:
     """Where a module's inputs must go: the memory manager's device, else the module's own."""
-    memory = getattr(getattr(ctx, "services", None), "memory", None)
+    memory = ctx.services.memory
     if memory is not None:
         return memory.device
     return next((p.device for p in module.parameters()), torch.device("cpu"))

@@ -2,8 +2,11 @@
 
 `ModelPaths` is built once in main.py and reaches nodes through the services object. It lists the
 files of a kind (for COMBO widgets) and resolves a chosen name back to a path. A name is always
-relative to one of the kind's folders and can never leave it: `..`, absolute paths and symlinks
-that point outside the folder are rejected.
+relative to one of the kind's folders: `..`, absolute paths and NUL bytes are rejected. Symlinks
+inside a model folder may point anywhere (models are only read, never written, and many users keep
+their models on another disk and link them in); listing follows them once, never around a loop,
+and stops after `MAX_LISTED_ENTRIES` entries. Error texts name folders by their own name, not by
+their absolute path.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from types import MappingProxyType
 import yaml
 
 log = logging.getLogger(__name__)
+
+MAX_LISTED_ENTRIES = 200_000  # a symlink to a huge tree (even "/") cannot stall a listing forever
 
 # kind -> subfolders of the models root searched for it, in order (ComfyUI's names and legacy names)
 DEFAULT_FOLDERS: Mapping[str, tuple[str, ...]] = MappingProxyType(
@@ -161,19 +166,21 @@ class ModelPaths:
     def resolve(self, kind: str, name: str) -> Path:
         """The path of `name` in the first folder of `kind` that holds it.
 
-        Raises UnsafeModelPath for names that leave the folder and ModelNotFound otherwise.
+        Raises UnsafeModelPath for names that leave the folder and ModelNotFound otherwise. A name
+        may be a symlink to a file anywhere.
         """
         kind = canonical_kind(kind)
         rel = _safe_relative(name)
         for folder in self.folders_for(kind):
             candidate = folder / rel
-            if not (candidate.is_file() or (candidate.is_dir() and is_diffusers_folder(candidate))):
-                continue
-            if not _inside(candidate, folder):
-                raise UnsafeModelPath(f"{kind} {name!r} resolves to {candidate.resolve()}, outside {folder}")
-            return candidate
-        searched = ", ".join(str(f) for f in self.folders_for(kind)) or "no folders"
-        raise ModelNotFound(f"{kind} {name!r} not found (searched {searched})")
+            try:
+                found = candidate.is_file() or (candidate.is_dir() and is_diffusers_folder(candidate))
+            except OSError:  # a name too long for the file system, a symlink loop
+                found = False
+            if found:
+                return candidate
+        searched = ", ".join(f.name for f in self.folders_for(kind)) or "no folders"
+        raise ModelNotFound(f"{kind} {name!r} not found (searched the model folders {searched})")
 
 
 def _expand(text: str, relative_to: Path) -> Path:
@@ -195,25 +202,20 @@ def _safe_relative(name: str) -> PurePosixPath:
     return PurePosixPath(*parts)
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-    except ValueError:
-        return False
-    return True
-
-
 def _walk(folder: Path, *, allow_folders: bool) -> Iterator[str]:
-    """Relative names under `folder`; symlinks are followed only while they stay inside it."""
+    """Relative names under `folder`; symlinked folders are followed wherever they point, once each."""
     if not folder.is_dir():
         return
-    root = folder.resolve()
     stack = [folder]
     seen: set[Path] = set()
+    listed = 0
     while stack:
         current = stack.pop()
-        real = current.resolve()
-        if real in seen:  # a symlink loop inside the folder
+        try:
+            real = current.resolve()
+        except (OSError, RuntimeError):
+            continue
+        if real in seen:  # a symlink loop, or two links to one folder
             continue
         seen.add(real)
         try:
@@ -225,9 +227,10 @@ def _walk(folder: Path, *, allow_folders: bool) -> Iterator[str]:
             path = Path(entry.path)
             if entry.name.startswith("."):
                 continue
-            if entry.is_symlink() and not _inside(path, root):
-                log.debug("skipping %s: symlink leaves %s", path, folder)
-                continue
+            listed += 1
+            if listed > MAX_LISTED_ENTRIES:
+                log.warning("model folder %s: stopped listing after %d entries", folder, MAX_LISTED_ENTRIES)
+                return
             if entry.is_dir():
                 if allow_folders and is_diffusers_folder(path):
                     yield path.relative_to(folder).as_posix()

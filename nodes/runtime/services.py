@@ -1,15 +1,30 @@
-"""The app services nodes may reach through `ctx.services` (built in main.py, passed down)."""
+"""The app services nodes reach through `ctx.services` (built in main.py, passed down)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, TypeAlias
 
+from executor.schema import NodeContext
 from settings import Settings
+
+if TYPE_CHECKING:
+    from models.memory import MemoryManager
+    from nodes.runtime.model_paths import ModelPaths
 
 
 @dataclass(frozen=True)
 class NodeServices:
+    """What a node may use besides its inputs: settings, model folders and the memory manager.
+
+    `model_paths` and `memory` are None only where a caller runs nodes without them (tests that
+    drive single nodes); nodes that need them say so in their error.
+    """
+
     settings: Settings
-    model_paths: Any = None  # nodes.runtime.model_paths.ModelPaths
-    memory: Any = None  # models.memory.MemoryManager, when installed
+    model_paths: ModelPaths | None = None
+    memory: MemoryManager | None = None
+
+
+# The context every built-in node receives.
+Ctx: TypeAlias = NodeContext[NodeServices]

@@ -7,8 +7,10 @@ from typing import Any
 
 import torch
 
-from executor.schema import SEED_MAX, Boolean, Combo, Float, Int, Node, NodeContext, Output, Schema, Typed
+from executor.schema import SEED_MAX, Boolean, Combo, Float, Int, Node, Output, Schema, Typed
 from models.sampling import SAMPLER_NAMES, SCHEDULER_NAMES, schedules
+from nodes.runtime.services import Ctx
+from nodes.runtime.types import GUIDER, NOISE, SAMPLER, SIGMAS
 from nodes.sampling.run import (
     EmptyNoise,
     Guider,
@@ -22,7 +24,7 @@ from nodes.sampling.run import (
 
 
 class RandomNoiseNode(Node):
-    schema = Schema("RandomNoise", category="sampling/custom_sampling/noise", outputs=("NOISE",),
+    schema = Schema("RandomNoise", category="sampling/custom_sampling/noise", outputs=(NOISE,),
                     inputs=(Int("noise_seed", 0, min=0, max=SEED_MAX, control_after_generate=True),))
 
     @classmethod
@@ -31,7 +33,7 @@ class RandomNoiseNode(Node):
 
 
 class DisableNoise(Node):
-    schema = Schema("DisableNoise", category="sampling/custom_sampling/noise", outputs=("NOISE",))
+    schema = Schema("DisableNoise", category="sampling/custom_sampling/noise", outputs=(NOISE,))
 
     @classmethod
     def execute(cls) -> tuple[EmptyNoise]:
@@ -39,7 +41,7 @@ class DisableNoise(Node):
 
 
 class KSamplerSelect(Node):
-    schema = Schema("KSamplerSelect", category="sampling/custom_sampling/samplers", outputs=("SAMPLER",),
+    schema = Schema("KSamplerSelect", category="sampling/custom_sampling/samplers", outputs=(SAMPLER,),
                     inputs=(Combo("sampler_name", SAMPLER_NAMES),))
 
     @classmethod
@@ -49,7 +51,7 @@ class KSamplerSelect(Node):
 
 class BasicScheduler(Node):
     schema = Schema(
-        "BasicScheduler", category="sampling/custom_sampling/schedulers", outputs=("SIGMAS",),
+        "BasicScheduler", category="sampling/custom_sampling/schedulers", outputs=(SIGMAS,),
         inputs=(Typed("model", "MODEL"), Combo("scheduler", SCHEDULER_NAMES), Int("steps", 20, min=1, max=10000),
                 Float("denoise", 1.0, min=0.0, max=1.0, step=0.01)),
     )
@@ -61,7 +63,7 @@ class BasicScheduler(Node):
 
 class BetaSamplingScheduler(Node):
     schema = Schema(
-        "BetaSamplingScheduler", category="sampling/custom_sampling/schedulers", outputs=("SIGMAS",),
+        "BetaSamplingScheduler", category="sampling/custom_sampling/schedulers", outputs=(SIGMAS,),
         inputs=(Typed("model", "MODEL"), Int("steps", 20, min=1, max=10000),
                 Float("alpha", 0.6, min=0.0, max=50.0, step=0.01, round=False),
                 Float("beta", 0.6, min=0.0, max=50.0, step=0.01, round=False)),
@@ -74,7 +76,7 @@ class BetaSamplingScheduler(Node):
 
 class SetFirstSigma(Node):
     schema = Schema(
-        "SetFirstSigma", category="sampling/custom_sampling/sigmas", outputs=("SIGMAS",),
+        "SetFirstSigma", category="sampling/custom_sampling/sigmas", outputs=(SIGMAS,),
         inputs=(Typed("sigmas", "SIGMAS"), Float("sigma", 136.0, min=0.0, max=20000.0, step=0.001, round=False)),
     )
 
@@ -87,7 +89,7 @@ class SetFirstSigma(Node):
 
 class BasicGuider(Node):
     schema = Schema("BasicGuider", display_name="Basic Guider", category="sampling/custom_sampling/guiders",
-                    outputs=("GUIDER",), inputs=(Typed("model", "MODEL"), Typed("conditioning", "CONDITIONING")))
+                    outputs=(GUIDER,), inputs=(Typed("model", "MODEL"), Typed("conditioning", "CONDITIONING")))
 
     @classmethod
     def execute(cls, model: Any, conditioning: Any) -> tuple[Guider]:
@@ -96,7 +98,7 @@ class BasicGuider(Node):
 
 class CFGGuider(Node):
     schema = Schema(
-        "CFGGuider", display_name="CFG Guider", category="sampling/custom_sampling/guiders", outputs=("GUIDER",),
+        "CFGGuider", display_name="CFG Guider", category="sampling/custom_sampling/guiders", outputs=(GUIDER,),
         inputs=(Typed("model", "MODEL"), Typed("positive", "CONDITIONING"), Typed("negative", "CONDITIONING"),
                 Float("cfg", 8.0, min=0.0, max=100.0, step=0.1, round=0.01)),
     )
@@ -120,7 +122,7 @@ class SamplerCustom(Node):
     )
 
     @classmethod
-    def execute(cls, ctx: NodeContext, model: Any, add_noise: bool, noise_seed: int, cfg: float, positive: Any,
+    def execute(cls, ctx: Ctx, model: Any, add_noise: bool, noise_seed: int, cfg: float, positive: Any,
                 negative: Any, sampler: SamplerChoice, sigmas: torch.Tensor,
                 latent_image: Mapping[str, Any]) -> tuple[Latent, Latent]:
         noise = RandomNoise(noise_seed) if add_noise else EmptyNoise()
@@ -136,7 +138,7 @@ class SamplerCustomAdvanced(Node):
     )
 
     @classmethod
-    def execute(cls, ctx: NodeContext, noise: Any, guider: Guider, sampler: SamplerChoice, sigmas: torch.Tensor,
+    def execute(cls, ctx: Ctx, noise: Any, guider: Guider, sampler: SamplerChoice, sigmas: torch.Tensor,
                 latent_image: Mapping[str, Any]) -> tuple[Latent, Latent]:
         return run_sampling(ctx, guider, sampler, sigmas, noise, latent_image)
 

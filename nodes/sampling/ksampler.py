@@ -12,12 +12,13 @@ from executor.schema import (
     Float,
     Int,
     Node,
-    NodeContext,
     Output,
     Schema,
     Typed,
 )
 from models.sampling import SAMPLER_NAMES, SCHEDULER_NAMES
+from nodes.runtime.services import Ctx
+from nodes.runtime.types import LATENT, MODEL
 from nodes.sampling.run import (
     EmptyNoise,
     Guider,
@@ -30,7 +31,7 @@ from nodes.sampling.run import (
 )
 
 
-def ksample(ctx: NodeContext, model: Any, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
+def ksample(ctx: Ctx, model: Any, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
             positive: Any, negative: Any, latent: Mapping[str, Any], *, denoise: float = 1.0,
             add_noise: bool = True, start_step: int | None = None, last_step: int | None = None,
             force_full_denoise: bool = False) -> Latent:
@@ -72,7 +73,7 @@ class KSampler(Node):
     )
 
     @classmethod
-    def execute(cls, ctx: NodeContext, model: Any, seed: int, steps: int, cfg: float, sampler_name: str,
+    def execute(cls, ctx: Ctx, model: Any, seed: int, steps: int, cfg: float, sampler_name: str,
                 scheduler: str, positive: Any, negative: Any, latent_image: Mapping[str, Any],
                 denoise: float = 1.0) -> tuple[Latent]:
         return (ksample(ctx, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
@@ -81,7 +82,7 @@ class KSampler(Node):
 
 class KSamplerAdvanced(Node):
     schema = Schema(
-        "KSamplerAdvanced", category="sampling", outputs=("LATENT",),
+        "KSamplerAdvanced", category="sampling", outputs=(LATENT,),
         inputs=(
             Typed("model", "MODEL"), Combo("add_noise", ("enable", "disable")),
             Int("noise_seed", 0, min=0, max=SEED_MAX, control_after_generate=True),
@@ -94,7 +95,7 @@ class KSamplerAdvanced(Node):
     )
 
     @classmethod
-    def execute(cls, ctx: NodeContext, model: Any, add_noise: str, noise_seed: int, steps: int, cfg: float,
+    def execute(cls, ctx: Ctx, model: Any, add_noise: str, noise_seed: int, steps: int, cfg: float,
                 sampler_name: str, scheduler: str, positive: Any, negative: Any, latent_image: Mapping[str, Any],
                 start_at_step: int, end_at_step: int, return_with_leftover_noise: str) -> tuple[Latent]:
         return (ksample(ctx, model, noise_seed, steps, cfg, sampler_name, scheduler, positive, negative,
@@ -104,7 +105,7 @@ class KSamplerAdvanced(Node):
 
 class ModelSamplingFlux(Node):
     schema = Schema(
-        "ModelSamplingFlux", category="advanced/model", outputs=("MODEL",),
+        "ModelSamplingFlux", category="advanced/model", outputs=(MODEL,),
         inputs=(Typed("model", "MODEL"), Float("max_shift", 1.15, min=0.0, max=100.0, step=0.01),
                 Float("base_shift", 0.5, min=0.0, max=100.0, step=0.01),
                 Int("width", 1024, min=16, max=MAX_RESOLUTION, step=8),
@@ -122,7 +123,7 @@ class ModelSamplingFlux(Node):
 class DifferentialDiffusion(Node):
     schema = Schema(
         "DifferentialDiffusion", display_name="Differential Diffusion", category="_for_testing",
-        experimental=True, outputs=("MODEL",),
+        experimental=True, outputs=(MODEL,),
         description="Soft inpainting: each step denoises the parts of the noise mask above a threshold that "
                     "falls from 1 to 0 over the schedule.",
         inputs=(Typed("model", "MODEL"), Float("strength", 1.0, min=0.0, max=1.0, step=0.01, optional=True)),

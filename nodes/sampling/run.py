@@ -24,6 +24,7 @@ from models.flux.denoiser import (
     process_out,
 )
 from nodes.runtime.device import compute_device, use_models
+from nodes.runtime.services import Ctx
 from nodes.sampling.previews import PREVIEW_MAX_SIZE, latent_preview_jpeg
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def compute_sigmas(model: Any, scheduler: str, steps: int, denoise: float = 1.0)
     return denoise_sigmas(model_sampling_of(model), scheduler, steps, denoise)
 
 
-def run_sampling(ctx: Any, guider: Guider, sampler: SamplerChoice, sigmas: torch.Tensor, noise: Any,
+def run_sampling(ctx: Ctx, guider: Guider, sampler: SamplerChoice, sigmas: torch.Tensor, noise: Any,
                  latent: Mapping[str, Any], *, seed: int | None = None) -> tuple[Latent, Latent]:
     """Sample `latent` along `sigmas`; returns (output, denoised output) LATENT dicts (copies)."""
     from models.sampling import Interrupted as SamplingInterrupted
