@@ -187,7 +187,7 @@ def command_run(settings: Settings, workflow: Path) -> int:
         print(f"warning: {line}", file=sys.stderr)
     with ProgressBars() as bars:
         try:
-            result = app.executor.execute(validated, prompt_id=str(uuid.uuid4()), sink=bars,
+            result = app.executor.execute(validated, prompt, prompt_id=str(uuid.uuid4()), sink=bars,
                                           extra_data={"extra_pnginfo": {}})
         except NodeExecutionError as exc:
             print(f"error: {exc}", file=sys.stderr)

@@ -85,10 +85,10 @@ def measure(prompt: dict, leaf: str, repeats: int) -> dict[str, float]:
     nodes = len(prompt)
 
     def cold() -> None:
-        Executor(registry).execute(prompt, prompt_id="cold")
+        Executor(registry).run_prompt(prompt, prompt_id="cold")
 
     warm = Executor(registry)
-    warm.execute(prompt, prompt_id="warm")
+    warm.run_prompt(prompt, prompt_id="warm")
     edits = iter(range(10**9))
 
     def one_leaf() -> None:
@@ -96,15 +96,15 @@ def measure(prompt: dict, leaf: str, repeats: int) -> dict[str, float]:
         changed = copy.deepcopy(prompt)
         changed[leaf]["inputs"]["string_b"] = f"edit {next(edits)}"
         start = time.perf_counter()
-        warm.execute(changed, prompt_id="leaf")
+        warm.run_prompt(changed, prompt_id="leaf")
         return time.perf_counter() - start
 
     def timed_median(fn: Callable[[], float]) -> float:
         return statistics.median(fn() for _ in range(repeats)) * 1e6
 
     return {
-        "cold": median_us(lambda: Executor(registry).execute(prompt, prompt_id="cold"), repeats) / nodes,
-        "cached": median_us(lambda: warm.execute(prompt, prompt_id="c"), repeats) / nodes,
+        "cold": median_us(lambda: Executor(registry).run_prompt(prompt, prompt_id="cold"), repeats) / nodes,
+        "cached": median_us(lambda: warm.run_prompt(prompt, prompt_id="c"), repeats) / nodes,
         "one leaf changed": timed_median(one_leaf) / nodes,
         "validation": median_us(lambda: Executor(registry).validate(prompt), repeats) / nodes,
     }

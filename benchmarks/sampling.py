@@ -185,7 +185,7 @@ def ours_runner(m: Models, size: int, steps: int):
             "d": {"class_type": "VAEDecode", "inputs": {"samples": ["k", 0], "vae": ["v", 0]}},
             "out": {"class_type": "PreviewAny", "inputs": {"source": ["d", 0]}},
         }
-        executor.execute(prompt, prompt_id=f"bench-{seed}")
+        executor.run_prompt(prompt, prompt_id=f"bench-{seed}")
 
     return run
 

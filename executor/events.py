@@ -113,13 +113,3 @@ class ListSink:
     def of_kind(self, kind: str) -> list[Event]:
         return [e for e in self.events if e.kind == kind]
 
-
-class FanoutSink:
-    """Sends every event to several sinks (e.g. the web hub and the queue's history writer)."""
-
-    def __init__(self, *sinks: EventSink) -> None:
-        self.sinks = sinks
-
-    def emit(self, event: Event) -> None:
-        for sink in self.sinks:
-            sink.emit(event)

@@ -1,21 +1,20 @@
-"""History of finished prompts in ComfyUI's shapes: status messages, outputs, meta, and the jobs API.
+"""History of finished prompts and the jobs API, stored in SQLite, answered in ComfyUI's shapes.
 
-`RunRecorder` is an EventSink the worker fans events into while a prompt runs; afterwards it yields the
-history `status` object (`status_str`, `completed`, `messages`). `message_for` turns the lifecycle
-events into ComfyUI's `[type, data]` message pairs, so the web layer and history agree on every field.
+`HistoryTables` (mixed into the PromptQueue) writes one row per finished prompt (what the run recorder
+collected: `status`, `outputs`, `meta`) with the jobs-API columns summarised from it, and answers GET
+/history and the jobs listing from those rows.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from . import events as ev
+from .messages import TERMINAL
 
 # extra_data keys that carry credentials: kept in memory for the run, never stored or exposed.
 SENSITIVE_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
@@ -23,10 +22,6 @@ SENSITIVE_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
 JOB_STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled")
 # Output keys whose items are files the UI can preview (`{filename, subfolder, type}`).
 MEDIA_KEYS = {"images": "images", "gifs": "video", "video": "video", "audio": "audio", "3d": "3d"}
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def dumps(value: Any) -> str:
@@ -39,110 +34,11 @@ def plain_number(value: float) -> float | int:
     return int(value) if float(value).is_integer() else value
 
 
-def message_for(event: ev.Event, timestamp: int) -> tuple[str, dict[str, Any]] | None:
-    """ComfyUI's message for a lifecycle event (start, cached, success, error, interrupted), else None."""
-    if isinstance(event, ev.ExecutionStart):
-        return "execution_start", {"prompt_id": event.prompt_id, "timestamp": timestamp}
-    if isinstance(event, ev.ExecutionCached):
-        return "execution_cached", {
-            "nodes": list(event.nodes),
-            "prompt_id": event.prompt_id,
-            "timestamp": timestamp,
-        }
-    if isinstance(event, ev.ExecutionSuccess):
-        return "execution_success", {"prompt_id": event.prompt_id, "timestamp": timestamp}
-    if isinstance(event, ev.ExecutionError):
-        return "execution_error", {
-            "prompt_id": event.prompt_id,
-            "node_id": event.node_id,
-            "node_type": event.node_type,
-            "executed": list(event.executed),
-            "exception_message": event.exception_message,
-            "exception_type": event.exception_type,
-            "traceback": list(event.traceback),
-            "current_inputs": dict(event.current_inputs),
-            "current_outputs": list(event.current_outputs),
-            "timestamp": timestamp,
-        }
-    if isinstance(event, ev.ExecutionInterrupted):
-        return "execution_interrupted", {
-            "prompt_id": event.prompt_id,
-            "node_id": event.node_id,
-            "node_type": event.node_type,
-            "executed": list(event.executed),
-            "timestamp": timestamp,
-        }
-    return None
-
-
 def split_sensitive(extra_data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(extra_data without credentials, the credentials)."""
     public = {k: v for k, v in extra_data.items() if k not in SENSITIVE_KEYS}
     secret = {k: v for k, v in extra_data.items() if k in SENSITIVE_KEYS}
     return public, secret
-
-
-class RunRecorder:
-    """Collects what history keeps about one run: lifecycle messages, UI outputs and node meta."""
-
-    def __init__(self, prompt_id: str) -> None:
-        self.prompt_id = prompt_id
-        self.messages: list[list[Any]] = []
-        self.outputs: dict[str, Any] = {}
-        self.meta: dict[str, dict[str, Any]] = {}
-        self.terminal: str | None = None
-
-    def emit(self, event: ev.Event) -> None:
-        self.record(event, now_ms())
-
-    def record(self, event: ev.Event, timestamp: int) -> tuple[str, dict[str, Any]] | None:
-        """Record an event; returns its lifecycle message (so a caller can reuse the same timestamp)."""
-        if isinstance(event, ev.Executed):
-            self.outputs[event.node_id] = event.output
-            display = event.display_node or event.node_id
-            self.meta[event.node_id] = {
-                "node_id": event.node_id,
-                "display_node": display,
-                "parent_node": None,
-                "real_node_id": event.node_id,
-            }
-            return None
-        message = message_for(event, timestamp)
-        if message is not None:
-            self.add_message(*message)
-        return message
-
-    def add_message(self, kind: str, data: dict[str, Any]) -> None:
-        self.messages.append([kind, data])
-        if kind in ("execution_success", "execution_error", "execution_interrupted"):
-            self.terminal = kind
-
-    def fail(
-        self, exception_type: str, exception_message: str, traceback: list[str] | None = None
-    ) -> dict[str, Any]:
-        """Record a failure outside any node (validation at run time, engine bug); returns the message data."""
-        data: dict[str, Any] = {
-            "prompt_id": self.prompt_id,
-            "node_id": None,
-            "node_type": None,
-            "executed": [],
-            "exception_message": exception_message,
-            "exception_type": exception_type,
-            "traceback": list(traceback or []),
-            "current_inputs": {},
-            "current_outputs": [],
-            "timestamp": now_ms(),
-        }
-        self.add_message("execution_error", data)
-        return data
-
-    def status(self) -> dict[str, Any]:
-        success = self.terminal == "execution_success"
-        return {
-            "status_str": "success" if success else "error",
-            "completed": success,
-            "messages": self.messages,
-        }
 
 
 @dataclass(frozen=True)
@@ -169,7 +65,7 @@ def job_summary(status: Mapping[str, Any], outputs: Mapping[str, Any]) -> JobSum
         state = "failed"
     start = by_kind.get("execution_start", {}).get("timestamp")
     end = None
-    for kind in ("execution_success", "execution_error", "execution_interrupted"):
+    for kind in TERMINAL:
         if kind in by_kind:
             end = by_kind[kind].get("timestamp")
     count, previewable, preview = summarize_outputs(outputs)

@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import events as ev
 from .cache import OutputCache, compute_signatures
+from .cancel import CancelToken
 from .errors import Interrupted, NodeExecutionError
 from .graph import Link, PromptNode, ValidatedPrompt, parse_prompt, to_link
-from .hooks import CancelToken, NodeHooks, RunResult, exception_type_name, format_value
+from .hooks import NodeHooks
+from .messages import exception_type_name, format_value
 from .order import dependency_closure, topological_order
 from .registry import NodeRegistry, NodeType
 from .schema import NodeContext, NodeOutput
+
+
+@dataclass
+class RunResult:
+    """What a run produced: UI outputs by node id, the nodes that ran and those taken from the cache."""
+
+    prompt_id: str
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # node id -> UI output
+    ran: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
 
 
 class PromptRun:
@@ -31,7 +44,7 @@ class PromptRun:
         sink: ev.EventSink,
         extra_data: Mapping[str, Any],
         cancel: CancelToken,
-        raw_prompt: Any,
+        raw_prompt: Mapping[str, Any],
     ) -> None:
         self.registry = registry
         self.cache = cache

@@ -12,9 +12,10 @@ from typing import Any
 
 from . import events as ev
 from .cache import OutputCache
+from .cancel import CancelToken
 from .graph import ValidatedPrompt, still_valid, validate_prompt
-from .hooks import CancelToken, NodeHooks, NullHooks, RunResult
-from .prompt_run import PromptRun
+from .hooks import NodeHooks, NullHooks
+from .prompt_run import PromptRun, RunResult
 from .registry import NodeRegistry
 
 
@@ -60,18 +61,17 @@ class Executor:
 
     def execute(
         self,
-        prompt: Mapping[str, Any] | ValidatedPrompt,
+        validated: ValidatedPrompt,
+        raw_prompt: Mapping[str, Any],
         *,
         prompt_id: str = "",
         sink: ev.EventSink | None = None,
         extra_data: Mapping[str, Any] | None = None,
-        targets: Iterable[str] | None = None,
         cancel: CancelToken | None = None,
     ) -> RunResult:
-        """Validate (unless given a ValidatedPrompt) and run. Raises PromptValidationError,
-        NodeExecutionError or Interrupted after emitting the matching event."""
-        validated = prompt if isinstance(prompt, ValidatedPrompt) else self.validate(prompt, targets)
-        raw = prompt if not isinstance(prompt, ValidatedPrompt) else None
+        """Run a validated prompt. `raw_prompt` is the API prompt it came from, handed to nodes that ask
+        for the hidden PROMPT input (SaveImage embeds it). Raises NodeExecutionError or Interrupted
+        after emitting the matching event."""
         run = PromptRun(
             validated,
             registry=self.registry,
@@ -82,6 +82,22 @@ class Executor:
             sink=sink or ev.NullSink(),
             extra_data=extra_data or {},
             cancel=cancel or CancelToken(),
-            raw_prompt=raw,
+            raw_prompt=raw_prompt,
         )
         return run.run()
+
+    def run_prompt(
+        self,
+        prompt: Mapping[str, Any],
+        *,
+        prompt_id: str = "",
+        sink: ev.EventSink | None = None,
+        extra_data: Mapping[str, Any] | None = None,
+        targets: Iterable[str] | None = None,
+        cancel: CancelToken | None = None,
+    ) -> RunResult:
+        """Validate an API prompt (raises PromptValidationError) and execute it."""
+        validated = self.validate(prompt, targets)
+        return self.execute(
+            validated, prompt, prompt_id=prompt_id, sink=sink, extra_data=extra_data, cancel=cancel
+        )

@@ -89,7 +89,7 @@ def test_packs_load_in_isolation_and_run(tmp_path, caplog):
     assert info["Shout"]["display_name"] == "Shout!" and info["Shout"]["python_module"] == "custom_nodes.shout_pack"
     assert info["Answer"]["category"] == "v3"
     prompt = {"1": {"class_type": "Shout", "inputs": {"text": "flux"}}}
-    assert Executor(registry).execute(prompt, prompt_id="x").outputs == {"1": {"text": ["FLUX"]}}
+    assert Executor(registry).run_prompt(prompt, prompt_id="x").outputs == {"1": {"text": ["FLUX"]}}
 
 
 def test_missing_folder_is_fine(tmp_path):

@@ -71,7 +71,7 @@ def run_node(class_type: str, inputs: dict[str, Any], values: dict[str, Any] | N
     prompt["node"] = {"class_type": class_type, "inputs": node_inputs}
     for index in range(outputs):
         prompt[f"out{index}"] = {"class_type": "Capture", "inputs": {"value": ["node", index]}}
-    result = make_executor(values, *modules).execute(prompt, prompt_id="t")
+    result = make_executor(values, *modules).run_prompt(prompt, prompt_id="t")
     return [result.outputs[f"out{index}"]["value"][0] for index in range(outputs)]
 
 
@@ -343,7 +343,7 @@ def sampling_modules():
 def run_prompt(prompt: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     for key in values:
         prompt[f"given_{key}"] = {"class_type": "Given", "inputs": {"key": key}}
-    result = make_executor(values, *sampling_modules()).execute(prompt, prompt_id="t")
+    result = make_executor(values, *sampling_modules()).run_prompt(prompt, prompt_id="t")
     return {k: v["value"][0] for k, v in result.outputs.items()}
 
 

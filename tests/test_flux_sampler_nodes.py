@@ -15,7 +15,7 @@ import torch
 
 from executor import events as ev
 from executor.errors import Interrupted
-from executor.hooks import CancelToken
+from executor.cancel import CancelToken
 from models.flux.denoiser import process_in, process_out
 from tests.test_flux_nodes import g, make_executor, run_prompt, sampling_modules, tiny_handle
 
@@ -223,7 +223,7 @@ def test_progress_previews_and_cancel(handle):
         prompt[f"given_{key}"] = {"class_type": "Given", "inputs": {"key": key}}
     values = {"model": handle, **conds()}
     sink = ev.ListSink()
-    make_executor(values, *sampling_modules()).execute(prompt, prompt_id="p", sink=sink)
+    make_executor(values, *sampling_modules()).run_prompt(prompt, prompt_id="p", sink=sink)
     progress = [e for e in sink.of_kind("progress") if e.node_id == "s"]
     assert [(e.value, e.max) for e in progress] == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert all(e.preview[:2] == b"\xff\xd8" for e in progress)  # JPEG previews each step
@@ -238,5 +238,5 @@ def test_progress_previews_and_cancel(handle):
 
     sink = CancelAfterFirstStep()
     with pytest.raises(Interrupted):
-        make_executor(values, *sampling_modules()).execute(prompt, prompt_id="q", sink=sink, cancel=token)
+        make_executor(values, *sampling_modules()).run_prompt(prompt, prompt_id="q", sink=sink, cancel=token)
     assert [e.value for e in sink.of_kind("progress")] == [1]

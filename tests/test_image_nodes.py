@@ -19,7 +19,7 @@ from PIL import Image
 
 from executor.errors import NodeExecutionError
 from executor.events import ListSink
-from executor.hooks import RunResult
+from executor.prompt_run import RunResult
 from executor.object_info import object_info
 from executor.schema import ANY, Node, NodeOutput, Schema, String, Typed
 from main import App, build_app
@@ -38,7 +38,7 @@ class Harness:
 
     def run(self, prompt: dict[str, Any], *, workflow: Any = None, prompt_id: str = "p") -> RunResult:
         extra = {"extra_pnginfo": {"workflow": workflow}} if workflow is not None else {}
-        return self.app.executor.execute(prompt, prompt_id=prompt_id, sink=ListSink(), extra_data=extra)
+        return self.app.executor.run_prompt(prompt, prompt_id=prompt_id, sink=ListSink(), extra_data=extra)
 
     def node(self, class_type: str, inputs: dict[str, Any], outputs: int = 1) -> list[Any]:
         """Run one node; tensor (non-JSON) inputs go through TestGiven; returns every output value."""

@@ -59,7 +59,7 @@ def run(demo_dir):
 
     def run_prompt(prompt: dict, prompt_id: str = "p"):
         services.probed.clear()
-        result = executor.execute(prompt, prompt_id=prompt_id)
+        result = executor.run_prompt(prompt, prompt_id=prompt_id)
         return result, dict(services.probed)
 
     run_prompt.executor = executor  # type: ignore[attr-defined]

@@ -103,7 +103,7 @@ def test_wrong_runtime_arity_is_a_clear_node_error():
     from executor.errors import NodeExecutionError
 
     with pytest.raises(NodeExecutionError, match="returned 2 values but declares 1 outputs"):
-        Executor(registry).execute({"1": {"class_type": "Liar", "inputs": {}}}, prompt_id="x")
+        Executor(registry).run_prompt({"1": {"class_type": "Liar", "inputs": {}}}, prompt_id="x")
 
 
 # --- ComfyUI V1 classes ------------------------------------------------------------------------
@@ -159,9 +159,9 @@ def test_v1_adapter_schema_and_execution():
     prompt = {"1": {"class_type": "V1Multiply", "inputs": {"value": 4, "mode": "times"}},
               "2": {"class_type": "V1Show", "inputs": {"text": ["1", 1]}}}
     executor = Executor(registry)
-    assert executor.execute(prompt, prompt_id="a").outputs == {"2": {"text": ["1:12"]}}
+    assert executor.run_prompt(prompt, prompt_id="a").outputs == {"2": {"text": ["1:12"]}}
     calls = V1Multiply.calls
-    assert executor.execute(prompt, prompt_id="b").ran == []
+    assert executor.run_prompt(prompt, prompt_id="b").ran == []
     assert V1Multiply.calls == calls
 
 
@@ -260,7 +260,7 @@ def test_v3_adapter_schema_hidden_and_execution():
     assert info["input"]["hidden"] == {"unique_id": "UNIQUE_ID", "prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
     assert info["output_name"] == ["result"] and info["output_node"] is True
     executor = Executor(registry)
-    result = executor.execute({"9": {"class_type": "V3Power", "inputs": {"base": 3, "exponent": "3"}}},
+    result = executor.run_prompt({"9": {"class_type": "V3Power", "inputs": {"base": 3, "exponent": "3"}}},
                               prompt_id="a")
     assert result.outputs == {"9": {"text": ["9=27"]}}
     assert V3Power.hidden is None  # hidden values never leak onto the class
@@ -287,7 +287,7 @@ def test_dynamic_combo_options_come_from_services():
     assert object_info(registry, services)["PickFile"]["input"]["required"]["name"] == [["a.safetensors",
                                                                                           "b.safetensors"]]
     executor = Executor(registry, services=services)
-    assert executor.execute({"1": {"class_type": "PickFile", "inputs": {"name": "b.safetensors"}}},
+    assert executor.run_prompt({"1": {"class_type": "PickFile", "inputs": {"name": "b.safetensors"}}},
                             prompt_id="x").outputs["1"] == {"text": ["b.safetensors"]}
     services["files"].remove("b.safetensors")
     from executor.errors import PromptValidationError

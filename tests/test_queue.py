@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from executor.history import JobQuery, RunRecorder, job_summary, summarize_outputs
+from executor.history import JobQuery, job_summary, summarize_outputs
 from executor.queue import PromptQueue, QueueStoreError
 
 PROMPT = {"1": {"class_type": "Number", "inputs": {"value": 1}}}
@@ -327,14 +327,6 @@ def test_summary_prefers_saved_media_then_temp_then_text():
         "mediaType": "text",
     }
     assert job_summary({"status_str": "error", "messages": []}, {}).status == "failed"
-
-
-def test_recorder_fail_builds_error_status():
-    recorder = RunRecorder("p")
-    data = recorder.fail("PromptValidationError", "bad input")
-    assert recorder.status()["status_str"] == "error" and not recorder.status()["completed"]
-    assert recorder.status()["messages"] == [["execution_error", data]]
-    assert data["node_id"] is None and data["exception_message"] == "bad input"
 
 
 def test_prompt_running_during_two_crashes_is_recorded_failed_not_run_again(tmp_path):

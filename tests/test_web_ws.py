@@ -10,7 +10,7 @@ import struct
 import pytest
 
 from executor import events as ev
-from executor.history import RunRecorder
+from executor.recorder import RunRecorder
 from tests.web_harness import (
     PREVIEW,
     Gates,
@@ -284,6 +284,9 @@ def sink_with(clock: list[float], interval: float) -> tuple[WebEventSink, list]:
         def send_threadsafe(self, frames, sid=None):
             sent.extend(frames)
 
+        def is_connected(self, sid):
+            return True
+
     sink = WebEventSink(
         Recording(), RunRecorder("p"), client_id="c", progress_interval_s=interval, clock=lambda: clock[0]
     )
@@ -312,19 +315,22 @@ async def test_progress_is_throttled_per_node_but_last_always_sent():
 
 
 async def test_slow_client_drops_previews_first_then_progress_then_is_disconnected():
-    client = Client("slow", ws=None, limit=4)  # type: ignore[arg-type]  # never drained in this test
     essential = json_frame("executed", {"n": 1})
     progress = json_frame("progress", {"v": 1}, droppable=True)
     preview = preview_frame(PREVIEW, "JPEG", {"node_id": "1"})
+    # never drained in this test; the backlog holds five essential frames at most
+    client = Client("slow", ws=None, limit=4, max_backlog_bytes=5 * essential.size)  # type: ignore[arg-type]
     for frame in (essential, progress, preview, essential):
         assert client.push(frame)
-    assert client.push(essential)  # full: the preview makes room
+    assert client.push(essential)  # four queued: the preview makes room
     assert [f.preview for f in client.frames].count(True) == 0 and client.dropped == 1
     assert client.push(essential)  # then the progress message
     assert all(not f.droppable for f in client.frames) and client.dropped == 2
     assert client.push(progress)  # a droppable newcomer is shed, the client stays
     assert client.dropped == 3 and len(client.frames) == 4
-    assert not client.push(essential)  # only essentials left: the hub must drop this client
+    assert client.push(essential)  # essential frames queue past the frame limit, up to the byte limit
+    assert len(client.frames) == 5 and client.backlog == 5 * essential.size
+    assert not client.push(essential)  # over the byte limit: the hub must drop this client
 
 
 async def test_many_clients_and_a_stalled_one_do_not_block_execution(tmp_path):
@@ -380,7 +386,7 @@ class FakeSocket:
 
 
 async def test_hub_disconnects_a_stalled_client_and_keeps_serving_the_rest():
-    hub = Hub(queue_limit=5)
+    hub = Hub(queue_limit=5, max_backlog_bytes=200)
     hub.attach(asyncio.get_running_loop())
     stalled, healthy = FakeSocket(blocked=True), FakeSocket(blocked=False)
     hub.connect("stalled", stalled)  # type: ignore[arg-type]
@@ -396,7 +402,7 @@ async def test_hub_disconnects_a_stalled_client_and_keeps_serving_the_rest():
 
 
 async def test_backlogged_status_snapshots_are_coalesced():
-    client = Client("c", ws=None, limit=4)  # type: ignore[arg-type]
+    client = Client("c", ws=None, limit=4, max_backlog_bytes=1 << 20)  # type: ignore[arg-type]
     hub = Hub()
     client.push(hub.status_frame(3))
     client.push(json_frame("executed", {}))

@@ -44,16 +44,6 @@ EXPECTED = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _app_wiring(tmp_path_factory):
-    """Until main.py registers the loader nodes and hands ModelPaths to nodes, these graphs cannot load."""
-    import main
-
-    app = main.build_app(Settings(models_dir=tmp_path_factory.mktemp("empty")), load_packs=False)
-    if "UNETLoader" not in app.registry or getattr(app.services, "model_paths", None) is None:
-        pytest.skip("main.build_app does not register nodes.loaders.model_files / pass ModelPaths to nodes yet")
-
-
 def load(name: str) -> dict[str, Any]:
     return json.loads((WORKFLOWS / name).read_text(encoding="utf-8"))
 
@@ -107,10 +97,11 @@ def input_dir(tmp_path_factory) -> Path:
     return folder
 
 
-def run_cli(workflow: Path, models: Path, inputs: Path, output: Path) -> list[Path]:
+def run_cli(workflow: Path, models: Path, inputs: Path, output: Path, *flags: str) -> list[Path]:
     result = subprocess.run(
         [sys.executable, str(ROOT / "main.py"), "run", str(workflow), "--models-dir", str(models),
-         "--input-dir", str(inputs), "--output-dir", str(output), "--custom-nodes-dir", str(output / "none")],
+         "--input-dir", str(inputs), "--output-dir", str(output), "--custom-nodes-dir", str(output / "none"),
+         *flags],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     return [Path(line) for line in result.stdout.splitlines() if line.endswith(".png")]
@@ -147,7 +138,7 @@ def run_in_process(prompt: dict[str, Any], models: Path, inputs: Path, outputs: 
     app = main.build_app(Settings(models_dir=models, input_dir=inputs, output_dir=outputs, temp_dir=outputs),
                          load_packs=False)
     app.registry.register(Capture)
-    result = app.executor.execute(prompt, prompt_id="t")
+    result = app.executor.run_prompt(prompt, prompt_id="t")
     return {k: v["value"][0] for k, v in result.outputs.items() if "value" in v}
 
 
@@ -175,3 +166,42 @@ def test_fill_inpainting_keeps_the_latent_outside_the_mask(demo_models_dir, inpu
     assert keep.any() and (~keep).any()
     torch.testing.assert_close(after[keep], before[keep], atol=1e-5, rtol=0)
     assert not torch.allclose(after[~keep], before[~keep], atol=1e-3)
+
+
+def small_ui_workflow() -> dict[str, Any]:
+    """workflows/default_flux.json (UI format) at the test size and step count."""
+    ui = json.loads((WORKFLOWS / "default_flux.json").read_text(encoding="utf-8"))
+    for node in ui["nodes"]:
+        if node["type"] == "EmptySD3LatentImage":
+            node["widgets_values"][:2] = [WIDTH, HEIGHT]
+        elif node["type"] == "KSampler":
+            node["widgets_values"][2] = STEPS
+    return ui
+
+
+def png_chunks(path: Path) -> dict[str, Any]:
+    with Image.open(path) as image:
+        return {key: json.loads(value) for key, value in image.text.items()}
+
+
+def test_a_saved_png_is_a_workflow_that_runs_to_the_same_image(demo_models_dir, input_dir, tmp_path):
+    ui = small_ui_workflow()
+    workflow = tmp_path / "ui.json"
+    workflow.write_text(json.dumps(ui))
+    (first,) = run_cli(workflow, demo_models_dir, input_dir, tmp_path / "out1")
+    chunks = png_chunks(first)
+    assert chunks["workflow"] == ui  # the UI file as it was, so the canvas can open it again
+    assert {node["class_type"] for node in chunks["prompt"].values()} >= {"KSampler", "SaveImage"}
+    (second,) = run_cli(first, demo_models_dir, input_dir, tmp_path / "out2")
+    assert second.read_bytes() == first.read_bytes()  # same pixels and the same embedded prompt/workflow
+
+
+def test_disable_metadata_saves_plain_pngs(demo_models_dir, input_dir, tmp_path):
+    prompt = shrink(load("flux_dev_txt2img.json"))
+    workflow = tmp_path / "api.json"
+    workflow.write_text(json.dumps(prompt))
+    (with_meta,) = run_cli(workflow, demo_models_dir, input_dir, tmp_path / "out1")
+    assert set(png_chunks(with_meta)) == {"prompt"}  # an API file has no UI workflow to embed
+    (plain,) = run_cli(workflow, demo_models_dir, input_dir, tmp_path / "out2", "--disable-metadata")
+    assert png_chunks(plain) == {}
+    assert np.array_equal(np.asarray(Image.open(plain)), np.asarray(Image.open(with_meta)))

@@ -115,6 +115,7 @@ def make_services(root: Path, registry: NodeRegistry | None = None, **settings: 
         queue=PromptQueue.in_user_dir(config.user_dir),
         model_paths=ModelPaths.from_models_dir(config.models_dir),
         progress_interval_s=0.0,
+        state_interval_s=0.0,
     )
 
 

@@ -60,6 +60,7 @@ def create_app(services: WebServices, *, start_worker: bool = True) -> web.Appli
         services.hub,
         free_models=services.free_models,
         progress_interval_s=services.progress_interval_s,
+        state_interval_s=services.state_interval_s,
     )
     app[SERVICES] = services
     app[WORKER] = worker

@@ -1,10 +1,12 @@
 """The WebSocket hub: connected clients, per-client bounded send queues, thread-safe dispatch.
 
 Messages are encoded once (`Frame`) and handed to every target client's queue; one writer task per
-client drains it. A slow client never blocks anyone: when its queue is full, droppable frames
-(previews first, then progress) make room, and a client whose queue holds only essential frames is
-disconnected (the frontend reconnects and refreshes from /api/jobs). The worker thread reaches the
-loop only through `send_threadsafe`, which batches into `loop.call_soon_threadsafe`.
+client drains it. A slow client never blocks anyone: past `queue_limit` queued frames, droppable ones
+(previews first, then progress) make room and droppable newcomers are shed; a client whose backlog of
+essential frames exceeds `max_backlog_bytes` is disconnected (the frontend reconnects and refreshes from
+/api/jobs). The backlog is bounded in bytes, not frames: a 10,000-node prompt legitimately queues
+20,000 small `executing`/`executed` messages in a burst. The worker thread reaches the loop only through
+`send_threadsafe`, which batches into `loop.call_soon_threadsafe`.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import logging
 import struct
 import threading
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import WSCloseCode, web
+
+from executor import messages
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,13 @@ class Frame:
     droppable: bool = False
     preview: bool = False
     key: str | None = None  # a newer frame with the same key supersedes a queued one (status snapshots)
+
+    @property
+    def size(self) -> int:
+        """Bytes it holds while queued (text counted per character, close enough for a bound)."""
+        if self.text is not None:
+            return len(self.text)
+        return len(self.binary or b"") + len(self.binary_meta or b"")
 
     def payload(self, supports_metadata: bool) -> str | bytes:
         if self.text is not None:
@@ -66,12 +77,15 @@ def preview_frame(image: bytes, image_format: str, metadata: Mapping[str, Any]) 
 class Client:
     """One socket: its identity, declared feature flags and bounded outgoing queue."""
 
-    def __init__(self, sid: str, ws: web.WebSocketResponse, limit: int) -> None:
+    def __init__(self, sid: str, ws: web.WebSocketResponse, limit: int, max_backlog_bytes: int) -> None:
         self.sid = sid
         self.ws = ws
         self.limit = limit
+        self.max_backlog_bytes = max_backlog_bytes
         self.features: dict[str, Any] = {}
         self.frames: deque[Frame] = deque()
+        self.backlog = 0  # bytes of the queued essential frames
+        self.droppable = 0  # queued frames that may be dropped
         self.wakeup = asyncio.Event()
         self.closed = False
         self.dropped = 0
@@ -82,39 +96,65 @@ class Client:
         return bool(self.features.get("supports_preview_metadata"))
 
     def push(self, frame: Frame) -> bool:
-        """Queue a frame; False if the queue is full of essential frames (the client must be dropped)."""
+        """Queue a frame; False if the backlog is too large (the client must be dropped)."""
         if self.closed:
             return True
         if frame.key is not None and len(self.frames) >= self.limit // 2:
             # A backlog builds up: an older snapshot of the same kind is stale, drop it.
             for index, queued in enumerate(self.frames):
                 if queued.key == frame.key:
-                    del self.frames[index]
+                    self._remove(index)
                     break
-        if len(self.frames) >= self.limit and not self._make_room():
-            if not frame.droppable:
+        if len(self.frames) >= self.limit:
+            if frame.droppable:
+                self.dropped += 1  # a long queue sheds the newcomer when it is only progress or a preview
+                return True
+            self._make_room()
+        if not frame.droppable:
+            if self.backlog + frame.size > self.max_backlog_bytes:
                 return False
-            self.dropped += 1  # a full queue sheds the newcomer when it is only progress or a preview
-            return True
+            self.backlog += frame.size
         self.frames.append(frame)
+        self.droppable += frame.droppable
         self.wakeup.set()
         return True
 
-    def _make_room(self) -> bool:
+    def pop(self) -> Frame:
+        frame = self.frames.popleft()
+        self._forget(frame)
+        return frame
+
+    def _remove(self, index: int) -> None:
+        self._forget(self.frames[index])
+        del self.frames[index]
+
+    def _forget(self, frame: Frame) -> None:
+        if frame.droppable:
+            self.droppable -= 1
+        else:
+            self.backlog -= frame.size
+
+    def _make_room(self) -> None:
+        """Drop the oldest preview, else the oldest droppable frame. Droppable frames only join a queue
+        shorter than `limit`, so the scan stops within the first `limit` frames."""
+        if not self.droppable:
+            return
         for wanted in (lambda f: f.preview, lambda f: f.droppable):
             for index, queued in enumerate(self.frames):
+                if index > self.limit:
+                    break
                 if wanted(queued):
-                    del self.frames[index]
+                    self._remove(index)
                     self.dropped += 1
-                    return True
-        return False
+                    return
 
 
 class Hub:
     """Connected clients by sid. `dispatch`/`send` run on the loop; `send_threadsafe` from any thread."""
 
-    def __init__(self, queue_limit: int = 512) -> None:
+    def __init__(self, queue_limit: int = 512, max_backlog_bytes: int = 64 << 20) -> None:
         self.queue_limit = queue_limit
+        self.max_backlog_bytes = max_backlog_bytes
         self.clients: dict[str, Client] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         # Frames from other threads wait here; one scheduled flush delivers every batch queued so far.
@@ -136,7 +176,7 @@ class Hub:
         if old is not None:
             log.info("websocket %s replaced by a new connection with the same clientId", sid)
             self.disconnect(old)
-        client = Client(sid, ws, self.queue_limit)
+        client = Client(sid, ws, self.queue_limit, self.max_backlog_bytes)
         client.writer = asyncio.get_running_loop().create_task(self._write(client))
         self.clients[sid] = client
         return client
@@ -160,7 +200,7 @@ class Hub:
         try:
             while True:
                 while client.frames and not client.closed:
-                    payload = client.frames.popleft().payload(client.supports_metadata)
+                    payload = client.pop().payload(client.supports_metadata)
                     if isinstance(payload, str):
                         await ws.send_str(payload)
                     else:
@@ -178,6 +218,13 @@ class Hub:
             self.disconnect(client)
             if not client.ws.closed:
                 await client.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+
+    def has_clients(self) -> bool:
+        """Whether any socket is connected (any thread: a frame nobody receives need not be built)."""
+        return bool(self.clients)
+
+    def is_connected(self, sid: str) -> bool:
+        return sid in self.clients
 
     # --- sending -------------------------------------------------------------------------------
     def dispatch(self, frames: Iterable[Frame], sid: str | None = None) -> None:
@@ -226,9 +273,18 @@ class Hub:
         for frames, sid in batches:
             self.dispatch(frames, sid)
 
+    def call_later_threadsafe(self, delay: float, callback: Callable[[], None]) -> bool:
+        """From any thread: run `callback` on the loop after `delay` seconds. False if there is no loop."""
+        loop = self.loop
+        if loop is None:
+            return False
+        try:
+            loop.call_soon_threadsafe(loop.call_later, delay, callback)
+        except RuntimeError:  # loop closed during shutdown
+            return False
+        return True
+
     def status_frame(self, queue_remaining: int, sid: str | None = None) -> Frame:
-        data: dict[str, Any] = {"status": {"exec_info": {"queue_remaining": queue_remaining}}}
-        if sid is not None:
-            data["sid"] = sid
-            return json_frame("status", data)
-        return Frame(text=json_frame("status", data).text, key="status")
+        """`status`; the broadcast one is keyed, so a newer snapshot supersedes a queued one."""
+        frame = json_frame(*messages.status(queue_remaining, sid))
+        return frame if sid is not None else Frame(text=frame.text, key="status")

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from executor.errors import PromptValidationError
-from executor.history import now_ms
+from executor.messages import now_ms
 
 from .helpers import BadRequest, add_route, clip, field_of, is_uuid, read_object
 from .services import WebServices

@@ -47,6 +47,7 @@ class WebServices:
     device_stats: Callable[[], list[dict[str, Any]]] | None = None
     hub: Hub = field(default_factory=Hub)
     progress_interval_s: float = 0.05  # progress messages per node at most this often (last one always sent)
+    state_interval_s: float = 0.25  # full progress_state messages at most this often (web/sink.py)
     version: str = "0.1.0"
     argv: tuple[str, ...] = ()
 

@@ -1,24 +1,42 @@
 """The web EventSink: executor events -> ComfyUI WebSocket messages, in ComfyUI's order.
 
-Runs in the worker thread. It records each event for history first (same timestamps in both), derives
-`progress_state` (the per-node running/finished/error map the frontend highlights from), throttles
-progress per node, and posts the encoded frames to the loop through `Hub.send_threadsafe`.
-Execution messages go only to the submitting client; without a client id they are not sent at all,
-while progress, progress_state, previews and execution_interrupted are broadcast (ComfyUI's rules).
+Runs in the worker thread. It records each event for history first (same timestamps in both), keeps
+the per-node running/finished/error map the frontend highlights from, throttles progress per node, and
+posts the encoded frames to the loop through `Hub.send_threadsafe`. Execution messages go only to the
+submitting client; without a client id they are not sent at all, while progress, progress_state,
+previews and execution_interrupted are broadcast (ComfyUI's rules). Nothing is encoded for a socket
+that is not connected.
+
+`progress_state` is coalesced. The official frontend replaces its whole node map with each message it
+gets (executionStore.applyProgressState: `nodeProgressStates = nodes`, applied once per animation
+frame), so a message holding only the nodes that changed would make it forget every other node's
+running/finished mark: every message must be the full map. ComfyUI sends that full map on every node
+start, finish and progress tick, which makes the bytes per prompt grow with the square of its size.
+Here a full state goes out at most every `state_interval_s` (a later change always reaches the client:
+a timer on the loop sends what is pending) and the entries sent in total stay within
+`STATE_BURST_ENTRIES + STATE_ENTRIES_PER_SECOND * seconds running`; the final state, when the prompt
+succeeds or fails, is always sent. So a prompt costs bytes linear in its node count plus a bounded
+rate per second, while a small graph still gets several states per second. `executing`, `executed`
+and `progress` are sent as ComfyUI sends them.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from executor import events as ev
-from executor.history import RunRecorder, now_ms
+from executor import messages
+from executor.recorder import RunRecorder
 
 from .hub import Frame, Hub, json_frame, preview_frame
 
 _BROADCAST_WITHOUT_CLIENT = {"progress", "progress_state", "execution_interrupted"}
+
+STATE_BURST_ENTRIES = 1000  # progress_state entries a prompt may send before the rate applies
+STATE_ENTRIES_PER_SECOND = 2000  # then this many entries per second of the prompt's run time
 
 
 class WebEventSink:
@@ -31,6 +49,7 @@ class WebEventSink:
         *,
         client_id: str | None,
         progress_interval_s: float = 0.05,
+        state_interval_s: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.hub = hub
@@ -38,42 +57,45 @@ class WebEventSink:
         self.prompt_id = recorder.prompt_id
         self.client_id = client_id or None
         self.interval = progress_interval_s
+        self.state_interval = state_interval_s
         self.clock = clock
         self.nodes: dict[str, dict[str, Any]] = {}  # progress_state entries, in start order
         self.running: str | None = None
         self.last_sent: dict[str, float] = {}
         self.current_node: str | None = None
+        # progress_state coalescing; the loop's timer and the worker share it under the lock.
+        self._lock = threading.Lock()
+        self._started = clock()
+        self._last_state = float("-inf")
+        self._entries_sent = 0
+        self._dirty = False
+        self._timer = False
+        self._closed = False
 
     # --- sending -------------------------------------------------------------------------------
     def _send(self, frames: list[Frame]) -> None:
         if frames:
             self.hub.send_threadsafe(frames, self.client_id)
 
-    def _message(self, kind: str, data: dict[str, Any], *, droppable: bool = False) -> list[Frame]:
-        if self.client_id is None and kind not in _BROADCAST_WITHOUT_CLIENT:
-            return []
-        return [json_frame(kind, data, droppable=droppable)]
+    def _wanted(self, kind: str) -> bool:
+        if self.client_id is None:
+            return kind in _BROADCAST_WITHOUT_CLIENT and self.hub.has_clients()
+        return self.hub.is_connected(self.client_id)
 
+    def _message(self, message: messages.Message, *, droppable: bool = False) -> list[Frame]:
+        kind, data = message
+        return [json_frame(kind, data, droppable=droppable)] if self._wanted(kind) else []
+
+    # --- progress_state ------------------------------------------------------------------------
     def _state(
         self, node_id: str, state: str, value: float = 0, maximum: float = 1, display: str | None = None
     ) -> None:
         entry = self.nodes.get(node_id)
         if entry is None:
-            entry = self.nodes[node_id] = {
-                "value": value,
-                "max": maximum,
-                "state": state,
-                "node_id": node_id,
-                "prompt_id": self.prompt_id,
-                "display_node_id": display or node_id,
-                "parent_node_id": None,
-                "real_node_id": node_id,
-            }
-        entry.update(value=value, max=maximum, state=state)
-
-    def _progress_state(self) -> list[Frame]:
-        nodes = {k: dict(v) for k, v in self.nodes.items()}
-        return self._message("progress_state", {"prompt_id": self.prompt_id, "nodes": nodes}, droppable=True)
+            self.nodes[node_id] = messages.node_state(self.prompt_id, node_id, state, value, maximum, display)
+        else:
+            entry.update(value=value, max=maximum, state=state)
+        self._dirty = True
 
     def _finish_running(self) -> None:
         if self.running is not None:
@@ -81,68 +103,86 @@ class WebEventSink:
             self._state(self.running, "finished", entry["max"], entry["max"])
             self.running = None
 
+    def _state_frame(self) -> list[Frame]:
+        """The full state, now; the caller holds the lock."""
+        self._dirty = False
+        if not self.nodes or not self._wanted("progress_state"):
+            return []
+        self._entries_sent += len(self.nodes)
+        return [json_frame(*messages.progress_state(self.prompt_id, self.nodes), droppable=True)]
+
+    def _state_delay(self, now: float) -> float:
+        """Seconds until the pending state may go (0: now): the interval, then the entry budget."""
+        budget = STATE_BURST_ENTRIES + STATE_ENTRIES_PER_SECOND * (now - self._started)
+        over = self._entries_sent + len(self.nodes) - budget
+        return max(self._last_state + self.state_interval - now, over / STATE_ENTRIES_PER_SECOND, 0.0)
+
+    def _coalesced_state(self) -> list[Frame]:
+        """The full state if it may go now; otherwise a timer sends it later. Caller holds the lock."""
+        if not self._dirty or self._closed or not self._wanted("progress_state"):
+            return []
+        now = self.clock()
+        delay = self._state_delay(now)
+        if delay <= 0:
+            self._last_state = now
+            return self._state_frame()
+        if not self._timer:
+            self._timer = self.hub.call_later_threadsafe(delay, self._on_timer)
+        return []
+
+    def _on_timer(self) -> None:
+        """On the loop: send the pending state if it is due (frames still go through the inbox, in order)."""
+        with self._lock:
+            self._timer = False
+            self._send(self._coalesced_state())
+
     # --- events --------------------------------------------------------------------------------
     def emit(self, event: ev.Event) -> None:
-        lifecycle = self.recorder.record(event, now_ms())
-        frames: list[Frame] = []
-        if isinstance(event, ev.ExecutionStart):
-            assert lifecycle is not None
-            frames = self._message(*lifecycle)
-        elif isinstance(event, ev.ExecutionCached):
-            assert lifecycle is not None
-            frames = self._message(*lifecycle)
+        lifecycle = self.recorder.record(event, messages.now_ms())
+        with self._lock:
+            self._send(self._frames(event, lifecycle))
+
+    def _frames(self, event: ev.Event, lifecycle: messages.Message | None) -> list[Frame]:
+        if isinstance(event, ev.Executing):
+            return self._executing(event)
+        if isinstance(event, ev.Progress):
+            return self._progress(event)
+        if isinstance(event, ev.Executed):
+            return self._message(
+                messages.executed(self.prompt_id, event.node_id, event.output, event.display_node)
+            )
+        assert lifecycle is not None  # every other event is a lifecycle event
+        if isinstance(event, ev.ExecutionCached):
             for node_id in event.nodes:
                 self._state(node_id, "finished", 1, 1)
-            if event.nodes:
-                frames += self._progress_state()
-        elif isinstance(event, ev.Executing):
-            frames = self._executing(event)
-        elif isinstance(event, ev.Progress):
-            frames = self._progress(event)
-        elif isinstance(event, ev.Executed):
-            frames = self._message(
-                "executed",
-                {
-                    "node": event.node_id,
-                    "display_node": event.display_node or event.node_id,
-                    "output": event.output,
-                    "prompt_id": self.prompt_id,
-                },
-            )
-        elif isinstance(event, ev.ExecutionSuccess):
-            assert lifecycle is not None
+            return self._message(lifecycle) + self._coalesced_state()
+        if isinstance(event, ev.ExecutionSuccess):
             self._finish_running()
-            frames = (self._progress_state() if self.nodes else []) + self._message(*lifecycle)
-        elif isinstance(event, ev.ExecutionInterrupted):
-            # The interrupted node did not finish; the message itself clears the UI's running state.
-            assert lifecycle is not None
-            frames = self._message(*lifecycle)
-        elif isinstance(event, ev.ExecutionError):
-            assert lifecycle is not None
-            if event.node_id in self.nodes:
-                self._state(
-                    event.node_id,
-                    "error",
-                    self.nodes[event.node_id]["value"],
-                    self.nodes[event.node_id]["max"],
-                )
+            return self._final_state() + self._message(lifecycle)
+        if isinstance(event, ev.ExecutionError):
+            entry = self.nodes.get(event.node_id)
+            if entry is not None:
+                self._state(event.node_id, "error", entry["value"], entry["max"])
                 self.running = None
-            frames = (self._progress_state() if self.nodes else []) + self._message(*lifecycle)
-        self._send(frames)
+            return self._final_state() + self._message(lifecycle)
+        if isinstance(event, ev.ExecutionInterrupted):
+            # The interrupted node did not finish; the message itself clears the UI's running state.
+            self._closed = True
+            return self._message(lifecycle)
+        return self._message(lifecycle)  # execution_start
+
+    def _final_state(self) -> list[Frame]:
+        self._closed = True
+        return self._state_frame()
 
     def _executing(self, event: ev.Executing) -> list[Frame]:
         if event.node_id is None:
-            return self._message("executing", {"node": None, "prompt_id": self.prompt_id})
+            return self._message(messages.executing_done(self.prompt_id))
         self._finish_running()
         self.running = self.current_node = event.node_id
         self._state(event.node_id, "running", 0, 1, event.display_node)
-        return self._progress_state() + self._message(
-            "executing",
-            {
-                "node": event.node_id,
-                "display_node": event.display_node or event.node_id,
-                "prompt_id": self.prompt_id,
-            },
+        return self._coalesced_state() + self._message(
+            messages.executing(self.prompt_id, event.node_id, event.display_node)
         )
 
     def _progress(self, event: ev.Progress) -> list[Frame]:
@@ -155,33 +195,24 @@ class WebEventSink:
         entry = self.nodes.get(event.node_id)
         self._state(event.node_id, entry["state"] if entry else "running", event.value, event.max)
         frames = self._message(
-            "progress",
-            {"value": event.value, "max": event.max, "prompt_id": self.prompt_id, "node": event.node_id},
-            droppable=True,
+            messages.progress(self.prompt_id, event.node_id, event.value, event.max), droppable=True
         )
-        frames += self._progress_state()
-        if event.preview:
+        frames += self._coalesced_state()
+        if event.preview and self._wanted("progress"):
             display = entry["display_node_id"] if entry else event.node_id
-            frames.append(
-                preview_frame(
-                    event.preview,
-                    event.preview_format,
-                    {
-                        "node_id": event.node_id,
-                        "prompt_id": self.prompt_id,
-                        "display_node_id": display,
-                        "parent_node_id": None,
-                        "real_node_id": event.node_id,
-                    },
-                )
-            )
+            metadata = messages.preview_metadata(self.prompt_id, event.node_id, display)
+            frames.append(preview_frame(event.preview, event.preview_format, metadata))
         return frames
 
-    def error(self, data: dict[str, Any]) -> None:
+    def error(self, message: messages.Message) -> None:
         """Send an execution_error that happened outside any node (already recorded)."""
-        self._send(self._message("execution_error", data))
+        with self._lock:
+            self._closed = True
+            self._send(self._message(message))
 
     def finish(self) -> None:
         """The closing `executing` with node null; call after history is written."""
-        self.current_node = None
-        self._send(self._message("executing", {"node": None, "prompt_id": self.prompt_id}))
+        with self._lock:
+            self._closed = True
+            self.current_node = None
+            self._send(self._message(messages.executing_done(self.prompt_id)))

@@ -14,10 +14,11 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from executor.cancel import CancelToken
 from executor.errors import Interrupted, NodeExecutionError, PromptValidationError
-from executor.history import RunRecorder
-from executor.hooks import CancelToken, exception_type_name
+from executor.messages import exception_type_name
 from executor.queue import PromptQueue, QueueItem
+from executor.recorder import RunRecorder
 from executor.run import Executor
 
 from .hub import Hub
@@ -45,12 +46,14 @@ class PromptWorker:
         *,
         free_models: Callable[[], None] | None = None,
         progress_interval_s: float = 0.05,
+        state_interval_s: float = 0.25,
     ) -> None:
         self.executor = executor
         self.queue = queue
         self.hub = hub
         self.free_models = free_models
         self.progress_interval_s = progress_interval_s
+        self.state_interval_s = state_interval_s
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -149,7 +152,11 @@ class PromptWorker:
         client_id = item.extra_data.get("client_id") or None
         recorder = RunRecorder(item.prompt_id)
         sink = WebEventSink(
-            self.hub, recorder, client_id=client_id, progress_interval_s=self.progress_interval_s
+            self.hub,
+            recorder,
+            client_id=client_id,
+            progress_interval_s=self.progress_interval_s,
+            state_interval_s=self.state_interval_s,
         )
         cancel = CancelToken()
         with self._lock:
@@ -158,12 +165,13 @@ class PromptWorker:
             cancel.cancel()
         self._broadcast_status()
         try:
+            validated = self.executor.validate(item.prompt, item.outputs_to_execute or None)
             self.executor.execute(
+                validated,
                 item.prompt,
                 prompt_id=item.prompt_id,
                 sink=sink,
                 extra_data={**item.extra_data, **item.sensitive},
-                targets=item.outputs_to_execute or None,
                 cancel=cancel,
             )
         except Interrupted:

@@ -9,6 +9,8 @@ import uuid
 
 from aiohttp import WSMsgType, web
 
+from executor import messages
+
 from .helpers import WORKER
 from .hub import json_frame
 from .services import WebServices
@@ -32,7 +34,7 @@ class SocketRoutes:
         frames = [hub.status_frame(self.services.queue.remaining(), sid)]
         node = self.worker.running_node(sid)
         if node is not None:
-            frames.append(json_frame("executing", {"node": node}))
+            frames.append(json_frame(*messages.executing_resumed(node)))
         hub.dispatch(frames, sid)
         first = True
         try:
