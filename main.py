@@ -42,6 +42,8 @@ def _common_options() -> argparse.ArgumentParser:
     engine.add_argument("--vram-limit", type=float, default=None, metavar="GB",
                         help="VRAM budget for models; the rest is streamed from CPU memory")
     engine.add_argument("--cache-gb", type=float, default=4.0, help="memory budget for cached node outputs")
+    engine.add_argument("--disable-metadata", action="store_true",
+                        help="save images without the prompt and workflow embedded in their PNG chunks")
     engine.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return common
 
@@ -68,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", default="127.0.0.1", help="address to bind; 0.0.0.0 opens it to the network")
     serve.add_argument("--port", type=int, default=8188)
     serve.add_argument("--auth-token", default=None, help="require this bearer token on every request")
+    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                       help="a host name the server answers to besides loopback names, IP literals and this "
+                            "machine's name, when listening beyond loopback (repeatable; others get 403)")
     serve.add_argument("--max-upload-size", type=float, default=100.0, metavar="MB", help="upload size limit")
 
     run = sub.add_parser("run", parents=[common], formatter_class=fmt,
@@ -95,7 +100,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         extra_model_paths=tuple(args.extra_model_paths_config),
         listen=getattr(args, "listen", "127.0.0.1"), port=getattr(args, "port", 8188),
         auth_token=getattr(args, "auth_token", None), max_upload_size_mb=getattr(args, "max_upload_size", 100.0),
+        allowed_hosts=tuple(getattr(args, "allow_host", ())),
         vram_limit_gb=args.vram_limit, cache_bytes=int(args.cache_gb * (1 << 30)),
+        disable_metadata=args.disable_metadata,
     )
 
 
@@ -138,36 +145,46 @@ def build_app(settings: Settings, *, load_packs: bool = True) -> App:
     return App(settings, registry, services, executor, packs)
 
 
-def load_workflow(path: Path, registry: Any = None, services: Any = None) -> dict[str, Any]:
-    """An API prompt from a workflow file: API JSON, UI JSON (converted) or a PNG with embedded chunks.
+def read_workflow(path: Path, registry: Any = None, services: Any = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(API prompt, UI workflow or None) from a workflow file: API JSON, UI JSON or a PNG with chunks.
 
-    A PNG's embedded API `prompt` is preferred (it is what ran); else its UI `workflow` is converted.
+    The API prompt of a UI file is converted; a PNG's embedded API `prompt` is preferred (it is what
+    ran), else its UI `workflow` is converted. The UI workflow is what saved images embed again.
     Unknown node types in a UI workflow stop the run with an error naming them.
     """
     from executor.errors import PromptValidationError
-    from executor.workflow import to_api_prompt
+    from executor.workflow import is_ui_workflow, to_api_prompt
     from nodes.runtime.png_workflow import PngWorkflowError, is_png, read_png_workflow
 
     if not path.is_file():
         raise SystemExit(f"error: workflow file not found: {path}")
+    ui: dict[str, Any] | None = None
     if is_png(path):
         try:
-            data: Any = read_png_workflow(path).best()
+            embedded = read_png_workflow(path)
+            data: Any = embedded.best()
         except PngWorkflowError as exc:
             raise SystemExit(f"error: {path}: {exc}") from None
+        ui = embedded.workflow
     else:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise SystemExit(f"error: {path} is not a JSON workflow or a PNG: {exc}") from None
+        ui = data if is_ui_workflow(data) else None
     if registry is None:
         from nodes.runtime.registry import build_registry
 
         registry = build_registry()
     try:
-        return to_api_prompt(data, registry, services)
+        return to_api_prompt(data, registry, services), ui
     except PromptValidationError as exc:
         raise SystemExit("\n".join(f"error: {path}: {line}" for line in exc.lines())) from None
+
+
+def load_workflow(path: Path, registry: Any = None, services: Any = None) -> dict[str, Any]:
+    """The API prompt of a workflow file (see read_workflow)."""
+    return read_workflow(path, registry, services)[0]
 
 
 def command_run(settings: Settings, workflow: Path) -> int:
@@ -175,7 +192,7 @@ def command_run(settings: Settings, workflow: Path) -> int:
     from executor.errors import Interrupted, NodeExecutionError, PromptValidationError
 
     app = build_app(settings)
-    prompt = load_workflow(workflow, app.registry, app.services)
+    prompt, ui_workflow = read_workflow(workflow, app.registry, app.services)
     try:
         validated = app.executor.validate(prompt)
     except PromptValidationError as exc:
@@ -188,7 +205,7 @@ def command_run(settings: Settings, workflow: Path) -> int:
     with ProgressBars() as bars:
         try:
             result = app.executor.execute(validated, prompt, prompt_id=str(uuid.uuid4()), sink=bars,
-                                          extra_data={"extra_pnginfo": {}})
+                                          extra_data={"extra_pnginfo": {"workflow": ui_workflow} if ui_workflow else {}})
         except NodeExecutionError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
@@ -198,6 +215,31 @@ def command_run(settings: Settings, workflow: Path) -> int:
     for path in saved_files(result.outputs, settings):
         print(path)
     return 0
+
+
+def startup_banner(settings: Settings) -> list[str]:
+    """What `serve` prints: where it listens and how to open it, and a loud warning when the network
+    can reach it without a token."""
+    from web.security import WILDCARD_ADDRESSES, exposure_warning, listens_beyond_loopback
+
+    def url(host: str) -> str:
+        host = f"[{host}]" if ":" in host else host
+        token = f"/?token={settings.auth_token}" if settings.auth_token else ""
+        return f"http://{host}:{settings.port}{token}"
+
+    if not listens_beyond_loopback(settings):
+        lines = [f"Fluxloom is serving {url(settings.listen)} (this machine only; Ctrl+C stops it)"]
+    elif settings.listen in WILDCARD_ADDRESSES:
+        lines = [f"Fluxloom is listening on every network interface, port {settings.port} (Ctrl+C stops it):",
+                 f"  this machine: {url('127.0.0.1')}",
+                 f"  other machines: {url('<this machine IP or name>')}"]
+    else:
+        lines = [f"Fluxloom is listening on {url(settings.listen)} (reachable from the network; Ctrl+C stops it)"]
+    warning = exposure_warning(settings)
+    if warning:
+        bar = "!" * 100
+        lines += [bar, warning, bar]
+    return lines
 
 
 def command_serve(settings: Settings) -> int:
@@ -235,10 +277,8 @@ def command_serve(settings: Settings) -> int:
     # The worker thread is CPU-bound between GPU calls; with the default 5 ms GIL switch interval every
     # syscall of a request handler can wait that long for the GIL. 1 ms keeps p99 API latency low.
     sys.setswitchinterval(0.001)
-    host = "127.0.0.1" if settings.listen in ("0.0.0.0", "::") else settings.listen
-    host = f"[{host}]" if ":" in host else host
-    token = f"/?token={settings.auth_token}" if settings.auth_token else ""
-    print(f"Fluxloom is serving http://{host}:{settings.port}{token} (Ctrl+C stops it)", flush=True)
+    for line in startup_banner(settings):
+        print(line, flush=True)
     try:
         web.run_app(create_app(services), host=settings.listen, port=settings.port, print=None, access_log=None)
     finally:

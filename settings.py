@@ -27,6 +27,7 @@ class Settings:
     vram_limit_gb: float | None = None
     cache_bytes: int = 4 << 30  # budget for cached node outputs held between prompts
     preview_max_size: int = 512
+    disable_metadata: bool = False  # saved PNGs carry no prompt/workflow chunks (ComfyUI's flag)
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:

@@ -130,6 +130,13 @@ def _settings(ctx: Ctx) -> Settings:
     return ctx.services.settings
 
 
+def _embedded(ctx: Ctx, prompt: Any, extra_pnginfo: Any) -> tuple[Any, Any]:
+    """What a saved PNG carries: the prompt and workflow, unless --disable-metadata (ComfyUI's rule)."""
+    if _settings(ctx).disable_metadata:
+        return None, None
+    return prompt, extra_pnginfo
+
+
 class LoadImage(Node):
     schema = Schema(
         "LoadImage",
@@ -271,6 +278,7 @@ class SaveImage(Node):
         extra_pnginfo: Any = None,
     ) -> NodeOutput:
         root = folder_for(_settings(ctx), "output")
+        prompt, extra_pnginfo = _embedded(ctx, prompt, extra_pnginfo)
         results = save_images(
             images,
             root,
@@ -304,6 +312,7 @@ class PreviewImage(Node):
         cls, ctx: Ctx, images: torch.Tensor, prompt: Any = None, extra_pnginfo: Any = None
     ) -> NodeOutput:
         root = folder_for(_settings(ctx), "temp")
+        prompt, extra_pnginfo = _embedded(ctx, prompt, extra_pnginfo)
         results = save_images(
             images,
             root,
