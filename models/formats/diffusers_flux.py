@@ -135,7 +135,7 @@ def diffusers_to_bfl_transformer(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
         missing = [f"{source_prefix}{p}" for i, p in enumerate(wanted) if i not in pieces]
         if missing:
             raise ValueError(f"cannot build {target}: missing {missing} (convert whole blocks)")
-        out[target] = torch.cat([pieces[i] for i in range(len(parts))], dim=0)
+        out[target] = torch.cat([pieces[i] for i in range(len(wanted))], dim=0)
     return out
 
 
