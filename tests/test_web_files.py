@@ -300,3 +300,13 @@ async def test_userdata_symlink_out_is_refused(server):
     assert response.status == 403
     listing = await (await server.client.get("/api/userdata?dir=.")).json()
     assert "leak.json" not in listing
+
+
+async def test_missing_user_files_are_plain_text_404s(server):
+    """Never JSON: a new user's missing user.css must still be usable as a stylesheet answer."""
+    css = await server.client.get("/api/userdata/user.css")
+    assert css.status == 404 and css.headers["Content-Type"].startswith("text/css")
+    assert "not found" in await css.text()
+    other = await server.client.get("/api/userdata/comfy.templates.json")
+    assert other.status == 404 and other.headers["Content-Type"].startswith("text/plain")
+    assert await other.text() == "user file 'comfy.templates.json' not found"

@@ -30,6 +30,18 @@ def _info(path: Path, relative: str) -> dict[str, Any]:
     }
 
 
+def _not_found(relative: PurePosixPath) -> web.Response:
+    """A missing user file: 404 with a one-line text body, never JSON. The frontend asks a new user for
+    files they do not have yet (user.css as a `<link rel=stylesheet>`, comfy.templates.json); Chromium
+    refuses a stylesheet answered with any type but text/css and logs a console error besides the 404,
+    so a missing `.css` is answered as text/css (the message as a CSS comment), everything else as
+    text/plain. ComfyUI answers an empty untyped 404, which browsers take the same way."""
+    message = f"user file {relative.as_posix()!r} not found"
+    if relative.suffix.lower() == ".css":
+        return web.Response(status=404, text=f"/* {message} */", content_type="text/css")
+    return web.Response(status=404, text=message)
+
+
 class UserdataRoutes:
     def __init__(self, services: WebServices) -> None:
         self.services = services
@@ -97,7 +109,7 @@ class UserdataRoutes:
     async def get(self, request: web.Request) -> web.StreamResponse:
         path, relative = self._path(request.match_info["file"])
         if not path.is_file():
-            raise BadRequest(f"user file {relative.as_posix()!r} not found", status=404)
+            return _not_found(relative)
         if relative.as_posix() == "user.css":
             return web.FileResponse(path, headers={"Content-Type": "text/css"})
         return web.FileResponse(path, headers={"Content-Disposition": f'attachment; filename="{path.name}"'})
