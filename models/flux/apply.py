@@ -8,16 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..formats.fp8 import module_compute_dtype
 from .extensions import FluxExtensions
 from .model import Flux
 from .packing import make_image_ids, make_text_ids, pack_latents, unpack_latents
 
 REF_METHODS = ("offset", "index", "uxo")
-
-
-def compute_dtype(model: Flux) -> torch.dtype:
-    """The dtype the transformer computes in (fp8-stored Linears compute in their `compute_dtype`)."""
-    return getattr(model.img_in, "compute_dtype", model.img_in.weight.dtype)
 
 
 def _pad_even(x: Tensor) -> Tensor:
@@ -98,7 +94,7 @@ def flux_forward_latent(
     """
     if x.ndim != 4:
         raise ValueError(f"x must be a latent batch [B, C, H, W], got shape {tuple(x.shape)}")
-    dtype = compute_dtype(model)
+    dtype = module_compute_dtype(model)
     b, _, height, width = x.shape
     padded = _pad_even(x.to(dtype))
     h_tok, w_tok = padded.shape[-2] // 2, padded.shape[-1] // 2

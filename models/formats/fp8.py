@@ -107,3 +107,11 @@ def keep_in_compute_dtype_keys(module: nn.Module) -> frozenset[str]:
                 if isinstance(sub, nn.Linear) and keep in name.split("."):
                     names.add(f"{prefix}.{name}.weight" if prefix else f"{name}.weight")
     return frozenset(names)
+
+
+def module_compute_dtype(module: nn.Module) -> torch.dtype:
+    """The dtype a loaded module computes in: its CastLinears' compute dtype, else its first float weight."""
+    for sub in module.modules():
+        if isinstance(sub, CastLinear):
+            return sub.compute_dtype
+    return next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)

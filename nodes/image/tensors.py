@@ -84,13 +84,18 @@ def encode_image(
 
     Used for live previews (`ctx.report_progress(..., preview=...)`); JPEG drops alpha.
     """
+    return encode_pil(tensor_to_pil(image), fmt=fmt, max_size=max_size, quality=quality)
+
+
+def encode_pil(pil: Image.Image, *, fmt: str = "JPEG", max_size: int | None = 512, quality: int = 90) -> bytes:
+    """Encode a PIL image as JPEG, PNG or WEBP bytes, shrunk to at most `max_size` px per side (previews)."""
     fmt = fmt.upper()
     if fmt not in ("JPEG", "PNG", "WEBP"):
         raise ValueError(f"preview format must be JPEG, PNG or WEBP, got {fmt!r}")
-    pil = tensor_to_pil(image)
     if fmt == "JPEG" and pil.mode == "RGBA":
         pil = pil.convert("RGB")
     if max_size is not None and max(pil.size) > max_size:
+        pil = pil.copy()
         pil.thumbnail((max_size, max_size), Image.Resampling.BILINEAR)
     buffer = io.BytesIO()
     options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {"compress_level": 1}

@@ -12,13 +12,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from torch import nn
 
 from executor.schema import Combo, Input, Node, Output, Schema
 from models import formats
 from models.formats.detect import CLIP_L, T5XXL
-from models.formats.fp8 import WEIGHT_DTYPES
+from models.formats.fp8 import WEIGHT_DTYPES, module_compute_dtype
 from models.patches import ClipHandle, ModelHandle, ModelOptions, VaeHandle
 from nodes.runtime.model_paths import ModelPaths
 from nodes.runtime.services import Ctx
@@ -90,24 +89,13 @@ def _device_input() -> Input:
     return Combo("device", DEVICES, default="default", optional=True, extra={"advanced": True})
 
 
-def _dtype_of(module: nn.Module) -> torch.dtype:
-    """The dtype a loaded module computes in (CastLinear's compute dtype, else its first float weight)."""
-    for sub in module.modules():
-        dtype = getattr(sub, "compute_dtype", None)
-        if isinstance(dtype, torch.dtype):
-            return dtype
-    return next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
-
-
 def model_handle(model: Flux, source: Path, weight_dtype: str = "default") -> ModelHandle:
-    from models.flux.apply import compute_dtype
-
-    options = ModelOptions(source=source, weight_dtype=weight_dtype, compute_dtype=compute_dtype(model))
+    options = ModelOptions(source=source, weight_dtype=weight_dtype, compute_dtype=module_compute_dtype(model))
     return ModelHandle(module=model, params=model.params, options=options)
 
 
 def vae_handle(ae: nn.Module, source: Path) -> VaeHandle:
-    return VaeHandle(module=ae, params=ae.params, source=source, compute_dtype=_dtype_of(ae))
+    return VaeHandle(module=ae, params=ae.params, source=source, compute_dtype=module_compute_dtype(ae))
 
 
 def clip_handle(
@@ -140,7 +128,7 @@ def clip_handle(
     if first is None:
         raise ValueError("no text encoder was loaded")
     return ClipHandle(
-        encoders=text, sources=tuple(sources), compute_dtype=_dtype_of(first.module), device=device
+        encoders=text, sources=tuple(sources), compute_dtype=module_compute_dtype(first.module), device=device
     )
 
 
