@@ -9,8 +9,8 @@ import pytest
 
 from executor import events as ev
 from executor.cache import OutputCache
-from executor.errors import Interrupted, NodeExecutionError, PromptValidationError
 from executor.cancel import CancelToken
+from executor.errors import Interrupted, NodeExecutionError, PromptValidationError
 from executor.run import Executor
 from executor.schema import Node, Schema, String
 from tests.fake_nodes import Slow, fake_registry

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from executor import events as ev
-from executor.errors import Interrupted
 from executor.cancel import CancelToken
+from executor.errors import Interrupted
 from models.flux.denoiser import process_in, process_out
 from tests.test_flux_nodes import g, make_executor, run_prompt, sampling_modules, tiny_handle
 

@@ -19,8 +19,8 @@ from PIL import Image
 
 from executor.errors import NodeExecutionError
 from executor.events import ListSink
-from executor.prompt_run import RunResult
 from executor.object_info import object_info
+from executor.prompt_run import RunResult
 from executor.schema import ANY, Node, NodeOutput, Schema, String, Typed
 from main import App, build_app
 from settings import Settings

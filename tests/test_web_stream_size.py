@@ -161,7 +161,11 @@ async def test_a_pending_state_reaches_the_client_without_further_events():
     sink.emit(ev.Executing("p", "b"))  # within the interval: held back
 
     def states() -> list[dict]:
-        return [{k: v["state"] for k, v in m["data"]["nodes"].items()} for m in got if m["type"] == "progress_state"]
+        return [
+            {k: v["state"] for k, v in m["data"]["nodes"].items()}
+            for m in got
+            if m["type"] == "progress_state"
+        ]
 
     for _ in range(500):
         await asyncio.sleep(0.01)
