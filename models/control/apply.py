@@ -73,11 +73,6 @@ class ControlApplication:
     def __post_init__(self) -> None:
         if self.image.ndim != 4:
             raise ValueError(f"a control hint must be [B, C, H, W], got shape {tuple(self.image.shape)}")
-        if self.control_net.params.latent_input and self.vae is None:
-            raise ValueError(
-                "this ControlNet takes VAE latents: connect a VAE to the apply node "
-                f"({self.control_net.source or 'ControlNet'})"
-            )
 
     def chain(self) -> tuple[ControlApplication, ...]:
         """Every application in the chain, oldest first (this one last)."""
@@ -147,10 +142,16 @@ def prepare_hint(
         with torch.no_grad():
             return module.hint_tokens(_pad_even_pixels(pixels).to(device=device, dtype=dtype))
     if encode is None:
-        raise ValueError("this ControlNet takes VAE latents but no VAE encode was given")
+        raise ValueError(
+            f"the ControlNet {cn.source.name if cn.source else ''} needs a VAE but none was provided: "
+            "use a ControlNet apply node with a VAE input and connect it"
+        )
     latent = FLUX1_LATENT.process_in(encode(pixels).float().cpu())
     parts = [latent]
-    for extra in app.extra_concat:
+    extras = app.extra_concat
+    if cn.params.concat_mask and not extras:  # no mask given: keep everything (ComfyUI's all-ones default)
+        extras = (torch.ones(1, 1, 1, 1),)
+    for extra in extras:
         extra = (
             extra.float().reshape(-1, *extra.shape[-3:])
             if extra.ndim >= 3
@@ -178,14 +179,15 @@ def prepare_controls(
     width: int,
     *,
     percent_to_sigma: Callable[[float], float],
-    encode: Encode | None = None,
+    encoder: Callable[[ControlApplication], Encode | None] | None = None,
     device: torch.device | None = None,
 ) -> tuple[PreparedControl, ...]:
-    """Every application of the chain with its hint tokens ready (once per sampling run)."""
+    """Every application of the chain with its hint tokens ready (once per sampling run);
+    `encoder(application)` gives the VAE encode of a latent-input application's hint."""
     return tuple(
         PreparedControl(
             a,
-            prepare_hint(a, height, width, encode=encode, device=device),
+            prepare_hint(a, height, width, encode=encoder(a) if encoder else None, device=device),
             percent_to_sigma(a.start_percent),
             percent_to_sigma(a.end_percent),
         )

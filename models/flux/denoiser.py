@@ -48,6 +48,7 @@ class FluxCond:
     start_percent: float = 0.0
     end_percent: float = 1.0
     strength: float = 1.0
+    control: Any = None  # models.control.apply.ControlApplication (the chain's newest), or None
 
 
 def prepare_conditioning(conditioning: Sequence[Sequence[Any]]) -> tuple[FluxCond, ...]:
@@ -69,6 +70,7 @@ def prepare_conditioning(conditioning: Sequence[Sequence[Any]]) -> tuple[FluxCon
             start_percent=float(options.get("start_percent", 0.0)),
             end_percent=float(options.get("end_percent", 1.0)),
             strength=float(options.get("strength", 1.0)),
+            control=options.get("control"),
         ))
     return tuple(out)
 
@@ -125,7 +127,8 @@ class FluxPredictor:
     """
 
     def __init__(self, module: torch.nn.Module, params: Any, *, percent_to_sigma: Callable[[float], float],
-                 device: torch.device, forward: ForwardFn | None = None) -> None:
+                 device: torch.device, forward: ForwardFn | None = None,
+                 controls: Mapping[int, Sequence[Any]] | None = None) -> None:
         if forward is None:
             from models.flux.apply import flux_forward_latent
 
@@ -138,6 +141,9 @@ class FluxPredictor:
         self.percent_to_sigma = percent_to_sigma
         self.device = device
         self.calls = 0
+        # prepared ControlNet chains (models.control.apply.PreparedControl) by id of a cond's `control`
+        self.controls = dict(controls or {})
+        self.depths = (int(getattr(params, "depth", 0)), int(getattr(params, "depth_single_blocks", 0)))
 
     def active(self, cond: FluxCond, sigma: float) -> bool:
         start = self.percent_to_sigma(cond.start_percent)
@@ -167,12 +173,31 @@ class FluxPredictor:
         if len(parts) > 1:
             pooled, context = [_to_batch(t, b) for t in pooled], [_to_batch(t, b) for t in context]
         self.calls += 1
+        context_in = torch.cat(context).to(self.device, torch.float32)
+        pooled_in = torch.cat(pooled).to(self.device, torch.float32)
+        guidance_in = None if guidance is None else guidance.to(self.device)
+        if first.control is not None:  # batch_conds pairs only entries with the same control chain
+            ext = self._control_extensions(first.control, x, sigma, context_in, pooled_in, guidance_in)
+            if ext is not None:
+                kw["extensions"] = ext
         # float32 in; the forward broadcasts batch-1 context/pooled and casts to the compute dtype
-        v = self.forward(self.module, inputs.to(self.device), sigma.to(self.device, torch.float32),
-                         torch.cat(context).to(self.device, torch.float32),
-                         torch.cat(pooled).to(self.device, torch.float32),
-                         guidance=None if guidance is None else guidance.to(self.device), **kw)
+        v = self.forward(self.module, inputs.to(self.device), sigma.to(self.device, torch.float32), context_in,
+                         pooled_in, guidance=guidance_in, **kw)
         return v.float()
+
+    def _control_extensions(self, control: Any, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
+                            pooled: torch.Tensor, guidance: torch.Tensor | None) -> Any:
+        """ControlNet residuals for this call (the noisy latent without concat channels), or None."""
+        from models.control.apply import ControlInputs, control_extensions
+
+        prepared = self.controls.get(id(control))
+        if prepared is None:
+            raise ValueError("a conditioning carries a ControlNet that was not prepared for this sampling run")
+        b = x.shape[0]
+        inputs = ControlInputs(x.to(self.device), sigma.to(self.device, torch.float32), _to_batch(context, b),
+                               _to_batch(pooled, b), guidance)
+        return control_extensions(prepared, inputs, float(sigma.reshape(-1)[0]), depth=self.depths[0],
+                                  depth_single=self.depths[1])
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, conds: Sequence[FluxCond] | BatchedConds) -> torch.Tensor:
         s = float(sigma.reshape(-1)[0])
@@ -219,5 +244,7 @@ def batch_conds(positive: Sequence[FluxCond], negative: Sequence[FluxCond]) -> B
     same_refs = len(p.reference_latents) == len(n.reference_latents) and all(
         a is b for a, b in zip(p.reference_latents, n.reference_latents))
     if not same_refs or (p.reference_latents and p.reference_method != n.reference_method):
+        return None
+    if p.control is not n.control:  # ControlNet applies give positive and negative the same chain
         return None
     return BatchedConds((p, n))

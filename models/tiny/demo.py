@@ -14,6 +14,7 @@ models_dir/
   diffusers/FLUX.1-dev-tiny/                       pipeline folder: dev transformer (2 shards + index),
                                                    VAE, both encoders, tokenizers (same weights as above)
   tokenizers/clip_l/, tokenizers/t5xxl/            tiny tokenizers
+  controlnet/, ...                                 control models (see models.tiny.control)
 Bytes depend only on the seeds (and the torch / transformers versions written into configs).
 """
 
@@ -293,6 +294,9 @@ def write_demo_models(models_dir: Path) -> list[Path]:
         t5_state=cast_state(t5_state, fp16),
         tokenizers={kind: models_dir / "tokenizers" / kind for kind in ("clip_l", "t5xxl")},
     )
+    from .control import write_tiny_control_models
+
+    written += write_tiny_control_models(models_dir)
     log.info("wrote %d demo model files under %s", len(written), models_dir)
     return written
 

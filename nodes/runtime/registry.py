@@ -16,7 +16,9 @@ BUILTIN_MODULES = (
     "nodes.latent.latents",
     "nodes.sampling.ksampler",
     "nodes.sampling.custom",
+    "nodes.sampling.guiders",
     "nodes.loaders.model_files",
+    "nodes.control.controlnet",
 )
 
 

@@ -64,13 +64,33 @@ class EmptyNoise:
 
 
 @dataclass(frozen=True, eq=False)
+class GuidanceInputs:
+    """What a custom guider builds its denoiser from: the conditional model `(x, sigma, conds) -> x0`,
+    the prepared conditionings (positive, negative, and `extra` by name), and the run's settings."""
+
+    model_fn: Any
+    positive: Any
+    negative: Any
+    extra: Mapping[str, Any]
+    batch_conds: Any
+    post_cfg: Sequence[Any]
+    model_sampling: Any
+
+
+@dataclass(frozen=True, eq=False)
 class Guider:
-    """GUIDER: model + conditionings; CFG with `negative` (skipped at cfg 1), conditional only without."""
+    """GUIDER: model + conditionings; CFG with `negative` (skipped at cfg 1), conditional only without.
+
+    `build` (DualCFGGuider, AdaptiveGuidance, ...) turns `GuidanceInputs` into the run's denoiser
+    instead of plain CFG; `conds` holds further conditionings by name (DualCFG's "middle").
+    """
 
     model: Any
     positive: Sequence[Any]
     negative: Sequence[Any] | None = None
     cfg: float = 1.0
+    build: Any = None
+    conds: Mapping[str, Sequence[Any]] = field(default_factory=dict)
 
 
 def model_sampling_of(model: Any) -> Any:
@@ -131,15 +151,28 @@ def run_sampling(ctx: Ctx, guider: Guider, sampler: SamplerChoice, sigmas: torch
             log.debug("no preview for step %d: %s", info.step, exc)
         ctx.report_progress(info.step + 1, steps, preview)
 
-    with use_models(ctx, model.module):
+    from nodes.control import sampling as control_sampling
+
+    controls = control_sampling.applications([guider.positive, guider.negative, *guider.conds.values()])
+    with use_models(ctx, model.module, *control_sampling.control_modules(controls)):
+        device = compute_device(ctx, model.module)
+        prepared = control_sampling.prepare(ctx, controls, samples.shape[-2], samples.shape[-1],
+                                            percent_to_sigma=model_sampling.percent_to_sigma, device=device)
         predictor = FluxPredictor(model.module, model.params, percent_to_sigma=model_sampling.percent_to_sigma,
-                                  device=compute_device(ctx, model.module))
-        positive = prepare_conditioning(guider.positive)
-        negative = prepare_conditioning(guider.negative) if guider.negative is not None else None
+                                  device=device, controls=prepared)
+        positive: Any = prepare_conditioning(guider.positive)
+        negative: Any = prepare_conditioning(guider.negative) if guider.negative is not None else None
+        post_cfg = tuple(model.options.extras.get("post_cfg", ()))
+        denoiser: Any = predictor
+        if guider.build is not None:
+            extra = {name: prepare_conditioning(c) for name, c in guider.conds.items()}
+            denoiser = guider.build(GuidanceInputs(predictor, positive, negative, extra, batch_conds, post_cfg,
+                                                   model_sampling))
+            positive = negative = None
         try:
             x = sample(
-                predictor, positive=positive, negative=negative, cfg=guider.cfg, batch_conds=batch_conds,
-                noise=noise_tensor,
+                denoiser, positive=positive, negative=negative, cfg=guider.cfg, batch_conds=batch_conds,
+                post_cfg=post_cfg, noise=noise_tensor,
                 latent_image=latent_in, sigmas=sigmas, sampler=sampler.name, sampler_options=sampler.options,
                 model_sampling=model_sampling, denoise_mask=latent.get("noise_mask"),
                 differential_diffusion=model.options.extras.get("differential_diffusion"),

@@ -1,0 +1,59 @@
+"""ControlNets at sampling time: find the applications in the conditionings, prepare their hints for
+the latent size (VAE-encoding latent hints), and list the modules the memory manager must load."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.control.apply import ControlApplication, PreparedControl, prepare_controls
+from nodes.latent import vae_ops
+from nodes.runtime.services import Ctx
+
+
+def applications(conditionings: Iterable[Sequence[Any] | None]) -> tuple[ControlApplication, ...]:
+    """Every distinct control chain (its newest application) in CONDITIONING lists, in order."""
+    seen: dict[int, ControlApplication] = {}
+    for conditioning in conditionings:
+        for _, options in conditioning or ():
+            control = options.get("control")
+            if isinstance(control, ControlApplication):
+                seen.setdefault(id(control), control)
+    return tuple(seen.values())
+
+
+def control_modules(apps: Iterable[ControlApplication]) -> tuple[nn.Module, ...]:
+    """The ControlNet modules of all chains, each once."""
+    out: dict[int, nn.Module] = {}
+    for app in apps:
+        for module in app.modules():
+            out.setdefault(id(module), module)
+    return tuple(out.values())
+
+
+def prepare(
+    ctx: Ctx,
+    apps: Sequence[ControlApplication],
+    height: int,
+    width: int,
+    *,
+    percent_to_sigma: Callable[[float], float],
+    device: torch.device,
+) -> dict[int, tuple[PreparedControl, ...]]:
+    """Prepared chains by id of their newest application (what `FluxPredictor(controls=...)` takes)."""
+
+    def encoder(app: ControlApplication) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        vae = app.vae
+        if vae is None:
+            return None
+        return lambda pixels: vae_ops.encode(ctx, vae, pixels.movedim(1, -1))
+
+    return {
+        id(app): prepare_controls(
+            app, height, width, percent_to_sigma=percent_to_sigma, encoder=encoder, device=device
+        )
+        for app in apps
+    }
