@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from .services import WebServices
 from .worker import PromptWorker
@@ -144,7 +146,14 @@ async def within_body_timeout(request: web.Request, work: Awaitable[T]) -> T:
         while True:
             done, _ = await asyncio.wait({task}, timeout=timeout)
             if done:
-                return task.result()
+                try:
+                    return task.result()
+                except (RequestPayloadError, HttpProcessingError) as exc:  # e.g. a bad Content-Encoding
+                    cause = exc.__cause__ or exc
+                    text = getattr(cause, "message", None) or str(cause)
+                    raise BadRequest(
+                        f"the request body cannot be read: {clip(text.strip(), 200)}", close=True
+                    ) from None
             progress = getattr(request.content, "total_bytes", 0)
             if progress == seen:
                 raise BadRequest(

@@ -8,7 +8,9 @@ a state-changing request the browser marks `Sec-Fetch-Site: cross-site`/`same-si
 route body sent as text/plain or a form by a page of another origin (the content types a page may
 send without a CORS preflight). With `--auth-token`, every request needs
 `Authorization: Bearer <token>`, `?token=<token>` or the cookie set after a `?token=` visit (the
-browser UI cannot add headers to its asset and WebSocket requests).
+browser UI cannot add headers to its asset and WebSocket requests). Compressed request bodies
+(any Content-Encoding but identity) get 415: no client of ours sends them, and refusing them keeps
+decompression bombs and undecodable bodies out of the server.
 """
 
 from __future__ import annotations
@@ -139,6 +141,17 @@ def make_security_middleware(services: WebServices):  # noqa: ANN201 - aiohttp m
                 f"Host {clip(host, 100)!r} is not a name this server answers to "
                 f"(listening on {settings.listen}; add it with --allow-host)"
             )
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            response = web.json_response(
+                {
+                    "error": f"request bodies with Content-Encoding {clip(encoding, 40)!r} are not accepted; "
+                    "send the body uncompressed"
+                },
+                status=415,
+            )
+            response.force_close()
+            return response
         origin = request.headers.get("Origin")
         if origin is not None and not _same_origin(origin, host):
             log.warning(

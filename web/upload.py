@@ -36,8 +36,11 @@ def _file_digest(path: Path) -> str:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file + rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write via a temp file + rename, so readers never see half a file.
+
+    A folder on the way that is a file answers 409 (the message names no absolute path).
+    """
+    make_folder(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -46,6 +49,15 @@ def atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise BadRequest(
+            f"cannot create the folder {folder.name!r}: a file is in the way", status=409
+        ) from None
 
 
 def choose_name(folder: Path, filename: str, data: bytes, overwrite: bool) -> str:
@@ -78,7 +90,9 @@ class UploadRoutes:
         try:
             form = await within_body_timeout(request, request.post())
         except (ValueError, AssertionError, LookupError, TypeError) as exc:
-            raise BadRequest(f"malformed multipart body: {clip(str(exc) or type(exc).__name__, 200)}") from None
+            raise BadRequest(
+                f"malformed multipart body: {clip(str(exc) or type(exc).__name__, 200)}"
+            ) from None
         upload = form.get("image")
         if not isinstance(upload, web.FileField):
             raise BadRequest("the form needs a file field named 'image'")
@@ -97,6 +111,8 @@ class UploadRoutes:
 
     def _store(self, kind: str, subfolder: str, filename: str, data: bytes, overwrite: bool) -> web.Response:
         folder = safe_file(self.services.folder(kind), subfolder, what="subfolder")
+        if folder.exists() and not folder.is_dir():
+            raise BadRequest(f"subfolder {subfolder!r} is a file", status=409)
         name = choose_name(folder, filename, data, overwrite)
         path = safe_file(folder, name, what="file")
         if path.is_dir():

@@ -16,7 +16,7 @@ from aiohttp import web
 from .helpers import BadRequest, add_route, query_bool, read_body
 from .paths import relative_name, resolve_inside
 from .services import WebServices
-from .upload import atomic_write
+from .upload import atomic_write, make_folder
 from .users import user_root
 
 
@@ -145,7 +145,7 @@ class UserdataRoutes:
             raise BadRequest(f"user file {dest_rel.as_posix()!r} already exists", status=409)
         if dest.is_dir():
             raise BadRequest(f"{dest_rel.as_posix()!r} is a folder", status=409)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(dest.parent)
         os.replace(source, dest)
         return self._answer(dest, dest_rel, request)
 
