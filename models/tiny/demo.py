@@ -14,6 +14,7 @@ models_dir/
   diffusers/FLUX.1-dev-tiny/                       pipeline folder: dev transformer (2 shards + index),
                                                    VAE, both encoders, tokenizers (same weights as above)
   tokenizers/clip_l/, tokenizers/t5xxl/            tiny tokenizers
+  loras/                                           a tiny LoRA in every file format (models.tiny.loras)
   controlnet/, ...                                 control models (see models.tiny.control)
 Bytes depend only on the seeds (and the torch / transformers versions written into configs).
 """
@@ -41,6 +42,7 @@ from models.text.tiny_tokenizers import (
     write_tiny_tokenizers,
 )
 
+from .loras import write_tiny_loras
 from .weights import (
     TINY_AE,
     TINY_CLIP,
@@ -294,6 +296,7 @@ def write_demo_models(models_dir: Path) -> list[Path]:
         t5_state=cast_state(t5_state, fp16),
         tokenizers={kind: models_dir / "tokenizers" / kind for kind in ("clip_l", "t5xxl")},
     )
+    written += write_tiny_loras(models_dir / "loras")
     from .control import write_tiny_control_models
 
     written += write_tiny_control_models(models_dir)

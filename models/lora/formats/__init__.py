@@ -1,0 +1,1 @@
+"""One pure converter per LoRA file format: (state dict, targets) -> `Converted` (see `models.lora.detect`)."""
