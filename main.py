@@ -21,7 +21,7 @@ from settings import Settings
 log = logging.getLogger("fluxloom")
 
 
-COMMANDS = ("serve", "run", "demo-models", "fetch-tokenizers")
+COMMANDS = ("serve", "run", "demo-models", "fetch-tokenizers", "packs")
 
 
 def _common_options() -> argparse.ArgumentParser:
@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("demo-models", parents=[common], formatter_class=fmt,
                    help="write small random-weight checkpoints in every supported layout")
+    sub.add_parser("packs", parents=[common], formatter_class=fmt,
+                   help="load the custom node packs and list which loaded (with their nodes) and which failed")
     sub.add_parser("fetch-tokenizers", parents=[common], formatter_class=fmt,
                    help="download the CLIP-L and T5 tokenizer files (needs internet)")
     return parser
@@ -137,9 +139,12 @@ def build_app(settings: Settings, *, load_packs: bool = True) -> App:
     from nodes.runtime.services import NodeServices
 
     registry = build_registry()
-    packs = load_custom_nodes(settings.custom_nodes_dir, registry) if load_packs else None
     model_paths = ModelPaths.from_models_dir(settings.models_dir, settings.extra_model_paths)
     services = NodeServices(settings=settings, model_paths=model_paths, memory=build_memory_manager(settings))
+    packs = None
+    if load_packs:  # our folder, `custom_nodes` folders of extra_model_paths.yaml, then pip-installed packs
+        folders = [settings.custom_nodes_dir, *model_paths.folders.get("custom_nodes", ())]
+        packs = load_custom_nodes(folders, registry, entry_points=True, services=services)
     cache = OutputCache(max_bytes=settings.cache_bytes, sizeof=outputs_bytes)
     executor = Executor(registry, cache=cache, hooks=TorchNodeHooks(), services=services)
     return App(settings, registry, services, executor, packs)
@@ -242,6 +247,25 @@ def startup_banner(settings: Settings) -> list[str]:
     return lines
 
 
+def command_packs(settings: Settings) -> int:
+    """Load the packs as the server would and print what loaded and what failed (exit 1 if any failed)."""
+    from nodes.runtime.custom_loader import describe_report
+
+    app = build_app(settings)
+    report = app.packs
+    if report is None or not report.packs:
+        print(f"no node packs found (folder {settings.custom_nodes_dir}; pip entry points none)")
+        return 0
+    for line in describe_report(report):
+        print(line)
+    for pack in report.packs:
+        if not pack.error:
+            print(f"{pack.name}: {', '.join(pack.nodes)}")
+    loaded = len(report.packs) - len(report.failed)
+    print(f"{loaded} loaded, {len(report.failed)} failed")
+    return 1 if report.failed else 0
+
+
 def command_serve(settings: Settings) -> int:
     """Serve the web UI and the ComfyUI-compatible API until Ctrl+C; queued prompts survive restarts."""
     from aiohttp import web
@@ -267,12 +291,23 @@ def command_serve(settings: Settings) -> int:
     model_paths = app.services.model_paths
     memory = getattr(app.services, "memory", None)
     queue = PromptQueue.in_user_dir(settings.user_dir)
+
+    def attach_packs(web_app: Any, send_json: Any, send_bytes: Any, current_client: Any) -> None:
+        """Give the packs' PromptServer the real app and sockets (before the app starts)."""
+        from nodes.compat.server import PromptServer
+        from nodes.runtime.channel import CHANNEL
+
+        CHANNEL.connect(send_json, send_bytes, current_client)
+        PromptServer.instance.attach(web_app)
+
     services = WebServices(
         settings=settings, registry=app.registry, executor=app.executor, queue=queue,
         node_services=app.services, model_paths=model_paths,
         web_directories=app.packs.web_directories if app.packs is not None else {},
         free_models=memory.free_all if memory is not None else None, device_stats=device_stats,
         argv=tuple(sys.argv),
+        packs=tuple(app.packs.as_dicts()) if app.packs is not None else (),
+        attach_packs=attach_packs,
     )
     # The worker thread is CPU-bound between GPU calls; with the default 5 ms GIL switch interval every
     # syscall of a request handler can wait that long for the GIL. 1 ms keeps p99 API latency low.
@@ -300,6 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for path in write_demo_models(settings.models_dir):
             print(path)
         return 0
+    if command == "packs":
+        return command_packs(settings)
     if command == "fetch-tokenizers":
         from models.text.tokenizers import fetch_tokenizers
 

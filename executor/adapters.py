@@ -2,13 +2,81 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
+import contextvars
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from .errors import NodeDefinitionError
 from .registry import NodeType, _accepted_names, bind_hook, normalize_result
-from .schema import COMBO, PROMPT_HIDDEN, Hidden, Input, NodeContext, NodeOutput, Output, Schema
+from .schema import ANY, COMBO, PROMPT_HIDDEN, Hidden, Input, NodeContext, NodeOutput, Output, Schema
+
+# The context of the V1/V3 node running in this thread: ComfyUI's module-level helpers that packs call
+# (progress bars, interruption checks, `PromptServer.instance.last_node_id`) find it here.
+_CURRENT: contextvars.ContextVar[NodeContext | None] = contextvars.ContextVar("current_node", default=None)
+
+
+def current_context() -> NodeContext | None:
+    """The NodeContext of the pack node running in this thread, or None outside one."""
+    return _CURRENT.get()
+
+
+@contextlib.contextmanager
+def running(ctx: NodeContext) -> Iterator[None]:
+    token = _CURRENT.set(ctx)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+def settle(value: Any) -> Any:
+    """Await an awaitable result (async `execute`/FUNCTION, V3 entry points) on a private loop.
+
+    The worker thread has no loop; where this thread already runs one, a helper thread runs it.
+    """
+    if not inspect.isawaitable(value):
+        return value
+
+    async def wait() -> Any:
+        return await value
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(wait())
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, wait()).result()
+
+
+_PROBE = "\x00fluxloom-type-probe\x00"
+
+
+def is_wildcard(kind: Any) -> bool:
+    """ComfyUI's "match anything" type: "*", or a str subclass that compares equal to every type
+    (packs override `__ne__` to return False, or `__eq__` to return True)."""
+    if not isinstance(kind, str):
+        return False
+    if str.__eq__(kind, ANY):
+        return True
+    if type(kind) is str:
+        return False
+    try:
+        return bool(kind == _PROBE) or not bool(kind != _PROBE)
+    except Exception:
+        return False
+
+
+def type_name(kind: Any) -> str:
+    """A declared socket type as a plain string: wildcards become "*", combo lists "COMBO"."""
+    if is_wildcard(kind):
+        return ANY
+    if isinstance(kind, (list, tuple)):
+        return COMBO
+    return str.__str__(kind) if isinstance(kind, str) else str(kind)
 
 # Spec option keys (ComfyUI spelling) that map onto Input fields; the rest pass through in `extra`.
 _SPEC_FIELDS = {
@@ -39,11 +107,13 @@ def input_from_spec(name: str, spec: Sequence[Any] | str, *, optional: bool = Fa
         if key in _SPEC_FIELDS:
             fields[_SPEC_FIELDS[key]] = opts.pop(key)
     opts.pop("optional", None)
+    if is_wildcard(kind):  # before any comparison: such a type "equals" COMBO too
+        return Input(name, ANY, optional=optional, extra=opts, **fields)
     if isinstance(kind, (list, tuple)):
         return Input(
             name, COMBO, optional=optional, options=tuple(str(c) for c in kind), extra=opts, **fields
         )
-    if kind == COMBO:
+    if str.__eq__(str(kind), COMBO):
         choices = opts.pop("options", ())
         return Input(
             name,
@@ -54,7 +124,7 @@ def input_from_spec(name: str, spec: Sequence[Any] | str, *, optional: bool = Fa
             legacy_combo=False,
             **fields,
         )
-    return Input(name, str(kind), optional=optional, extra=opts, **fields)
+    return Input(name, type_name(kind), optional=optional, extra=opts, **fields)
 
 
 def _inputs_from_v1(node_id: str, cls: Any) -> tuple[tuple[Input, ...], tuple[Hidden, ...]]:
@@ -80,7 +150,7 @@ def _v1_schema(node_id: str, cls: Any, display_name: str | None, source: str) ->
             )
     outputs = tuple(
         Output(
-            COMBO if isinstance(t, (list, tuple)) else str(t),
+            type_name(t),
             names[i] if i < len(names) else None,
             bool(is_list[i]) if i < len(is_list) else False,
             tips[i] if i < len(tips) else None,
@@ -141,7 +211,10 @@ def v1_node_type(
         return obj
 
     def invoke(ctx: NodeContext, inputs: dict[str, Any]) -> NodeOutput:
-        raw = getattr(instance(ctx.node_id), cls.FUNCTION)(**inputs)
+        with running(ctx):
+            raw = settle(getattr(instance(ctx.node_id), cls.FUNCTION)(**inputs))
+        if isinstance(raw, dict):  # ComfyUI reads only these keys of a dict result ({} = nothing)
+            raw = NodeOutput(tuple(raw.get("result") or ()), ui=raw.get("ui"), expand=raw.get("expand"))
         return normalize_result(raw, schema)
 
     def describe(_services: Any) -> Schema:
@@ -179,7 +252,7 @@ def _v3_schema(cls: Any, source: str) -> Schema:
     )
     outputs = tuple(
         Output(
-            o.get_io_type(),
+            type_name(o.get_io_type()),
             getattr(o, "display_name", None),
             bool(getattr(o, "is_output_list", False)),
             getattr(o, "tooltip", None),
@@ -238,7 +311,9 @@ def v3_node_type(cls: Any, *, source: str = "nodes") -> NodeType:
         hidden = {k: inputs.pop(k) for k in list(inputs) if k in hidden_names}
         # V3 nodes read hidden values from the class; run a per-call subclass so calls never share them.
         runner: Any = type(cls.__name__, (cls,), {"hidden": HiddenValues(hidden)}) if hidden else cls
-        return normalize_result(runner.execute(**inputs), schema)
+        with running(ctx):
+            raw = settle(runner.execute(**inputs))
+        return normalize_result(raw, schema)
 
     fingerprint, _ = bind_hook(cls, "fingerprint_inputs")
     validate, validate_names = bind_hook(cls, "validate_inputs")

@@ -13,6 +13,7 @@ from .history import register_history_routes
 from .internal import register_internal_routes
 from .jobs import register_job_routes
 from .object_info import register_object_info_routes
+from .packs import register_pack_routes
 from .prompt import register_prompt_routes
 from .queue import register_queue_routes
 from .security import errors_and_headers, make_security_middleware
@@ -41,6 +42,7 @@ ROUTE_MODULES = (
     register_userdata_routes,
     register_system_routes,
     register_internal_routes,
+    register_pack_routes,
     register_frontend_routes,
 )
 

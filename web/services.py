@@ -50,6 +50,10 @@ class WebServices:
     state_interval_s: float = 0.25  # full progress_state messages at most this often (web/sink.py)
     version: str = "0.1.0"
     argv: tuple[str, ...] = ()
+    # Node packs: their report as plain dicts, and main.py's hook that hands them the app and sockets
+    # (called with the app, send_json, send_bytes and current_client functions before the app starts).
+    packs: tuple[Mapping[str, Any], ...] = ()
+    attach_packs: Callable[..., None] | None = None
 
     @property
     def max_upload_bytes(self) -> int:

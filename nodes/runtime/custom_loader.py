@@ -1,37 +1,69 @@
-"""Loads third-party node packs from the custom_nodes folder, each in isolation.
+"""Loads third-party node packs: folders of packs, and packs installed with pip.
 
-A pack is a package (folder with `__init__.py`) or a single `.py` file exporting ComfyUI's
-`NODE_CLASS_MAPPINGS` (+ `NODE_DISPLAY_NAME_MAPPINGS`, `WEB_DIRECTORY`) or, for V3 packs, a
-`comfy_entrypoint()` returning an extension whose `get_node_list()` gives the node classes.
-A pack that fails to import or register is logged with its name and skipped; startup goes on.
+A pack is a package (folder with `__init__.py`) or a single `.py` file in one of the custom-node
+folders, or a module named by an entry point in the `comfyui_legacy.custom_nodes` or
+`comfyui.custom_nodes` group. It exports ComfyUI's `NODE_CLASS_MAPPINGS` (+
+`NODE_DISPLAY_NAME_MAPPINGS`, `WEB_DIRECTORY`) or, for V3 packs, a `comfy_entrypoint()` returning an
+extension whose `get_node_list()` gives the node classes.
+
+Before the first pack is imported, ComfyUI's modules (`folder_paths`, `server`, `comfy.*`, ...) are
+made importable (`nodes.compat`) and each pack's `prestartup_script.py` runs. Folder packs are
+imported as `custom_nodes.<name>` under a `custom_nodes` package whose path is the folders, so
+relative imports work wherever the folder lives. A pack that fails (prestartup, import, or every
+node) is reported with the reason and skipped; loading goes on.
 """
 
 from __future__ import annotations
 
-import asyncio
+import importlib
+import importlib.machinery
+import importlib.metadata
 import importlib.util
 import inspect
 import logging
+import runpy
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
+from executor.adapters import settle as _settle
 from executor.errors import NodeDefinitionError
 from executor.registry import NodeRegistry
 
 log = logging.getLogger(__name__)
 
+ENTRY_POINT_GROUPS = ("comfyui_legacy.custom_nodes", "comfyui.custom_nodes")
+PACKAGE = "custom_nodes"
+
 
 @dataclass(frozen=True)
 class LoadedPack:
     name: str
-    path: Path
+    path: Path | None
     nodes: tuple[str, ...] = ()
     web_directory: Path | None = None
     error: str | None = None
     seconds: float = 0.0
+    origin: str = "folder"  # "folder" or "pip"
+    skipped_nodes: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for the web app and the CLI."""
+        return {
+            "name": self.name,
+            "path": str(self.path) if self.path is not None else None,
+            "origin": self.origin,
+            "loaded": self.error is None,
+            "error": self.error,
+            "nodes": list(self.nodes),
+            "skipped_nodes": list(self.skipped_nodes),
+            "web_directory": str(self.web_directory) if self.web_directory is not None else None,
+            "seconds": round(self.seconds, 3),
+        }
 
 
 @dataclass
@@ -46,6 +78,9 @@ class PackReport:
     def failed(self) -> list[LoadedPack]:
         return [p for p in self.packs if p.error]
 
+    def as_dicts(self) -> list[dict[str, Any]]:
+        return [p.as_dict() for p in self.packs]
+
 
 def _pack_entries(folder: Path) -> list[Path]:
     if not folder.is_dir():
@@ -59,9 +94,30 @@ def _pack_entries(folder: Path) -> list[Path]:
     return entries
 
 
-def _import_pack(path: Path) -> ModuleType:
+def custom_nodes_package(folders: Iterable[Path]) -> ModuleType:
+    """The `custom_nodes` package in sys.modules, its `__path__` extended with `folders`."""
+    package = sys.modules.get(PACKAGE)
+    if package is None or not hasattr(package, "__path__"):
+        package = ModuleType(PACKAGE, "Third-party node packs (one submodule per pack).")
+        spec = importlib.machinery.ModuleSpec(PACKAGE, None, is_package=True)
+        package.__spec__ = spec
+        package.__path__ = []
+        spec.submodule_search_locations = package.__path__
+        sys.modules[PACKAGE] = package
+    for folder in folders:
+        text = str(Path(folder).resolve())
+        if text not in package.__path__:
+            package.__path__.append(text)
+    return package
+
+
+def _module_name(path: Path) -> str:
     name = path.stem if path.is_file() else path.name
-    module_name = f"custom_nodes.{name}"
+    return f"{PACKAGE}.{name.replace('.', '_x_')}"
+
+
+def _import_pack(path: Path) -> ModuleType:
+    module_name = _module_name(path)
     init = path if path.is_file() else path / "__init__.py"
     spec = importlib.util.spec_from_file_location(
         module_name, init, submodule_search_locations=None if path.is_file() else [str(path)])
@@ -74,77 +130,207 @@ def _import_pack(path: Path) -> ModuleType:
     except BaseException:
         sys.modules.pop(module_name, None)
         raise
+    setattr(sys.modules[PACKAGE], module_name.rpartition(".")[2], module)
     return module
 
 
-def _v3_nodes(module: ModuleType) -> list[type]:
-    extension = module.comfy_entrypoint()
-    if inspect.isawaitable(extension):
-        extension = asyncio.run(extension)
-    nodes = extension.get_node_list()
-    if inspect.isawaitable(nodes):
-        nodes = asyncio.run(nodes)
-    return list(nodes)
+def _v3_nodes(entrypoint: Any) -> list[type]:
+    extension = _settle(entrypoint())
+    on_load = getattr(extension, "on_load", None)
+    if on_load is not None:
+        _settle(on_load())
+    return list(_settle(extension.get_node_list()))
 
 
-def _web_directory(module: ModuleType, path: Path) -> Path | None:
+def _web_directory(module: ModuleType, base: Path | None, name: str) -> Path | None:
     relative = getattr(module, "WEB_DIRECTORY", None)
-    if not relative:
+    if not relative or base is None:
         return None
-    base = path if path.is_dir() else path.parent
     web = (base / relative).resolve()
     if not web.is_dir() or not web.is_relative_to(base.resolve()):
-        log.warning("pack %s: WEB_DIRECTORY %r is not a folder inside the pack; ignored", path.name, relative)
+        log.warning("pack %s: WEB_DIRECTORY %r is not a folder inside the pack; ignored", name, relative)
         return None
     return web
 
 
-def _register_pack(module: ModuleType, path: Path, registry: NodeRegistry) -> tuple[list[str], Path | None]:
-    name = path.stem if path.is_file() else path.name
-    source = f"custom_nodes.{name}"
+def _register_pack(module: ModuleType, name: str, registry: NodeRegistry) -> tuple[list[str], list[str]]:
+    source = f"{PACKAGE}.{name}"
     registered: list[str] = []
+    skipped: list[str] = []
     mappings = getattr(module, "NODE_CLASS_MAPPINGS", None)
     if mappings is not None:
         display = getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", None) or {}
         for node_id, cls in mappings.items():
+            if node_id in registry and registry[node_id].source == "nodes":
+                log.warning("pack %s: node %s would replace a built-in node; skipped", name, node_id)
+                skipped.append(f"{node_id}: replaces a built-in node")
+                continue
             try:
                 if hasattr(cls, "INPUT_TYPES"):
                     registry.register_v1(node_id, cls, display_name=display.get(node_id), source=source)
+                    registered.append(node_id)
                 else:
-                    registry.register(cls, source=source)
-                registered.append(node_id)
+                    registered.append(registry.register(cls, source=source).node_id)
             except NodeDefinitionError as exc:  # one broken node does not take its pack down
                 log.error("pack %s: node %s skipped: %s", name, node_id, exc)
+                skipped.append(f"{node_id}: {exc}")
     elif hasattr(module, "comfy_entrypoint"):
-        for cls in _v3_nodes(module):
+        for cls in _v3_nodes(module.comfy_entrypoint):
             try:
                 registered.append(registry.register(cls, source=source).node_id)
             except NodeDefinitionError as exc:
                 log.error("pack %s: node %s skipped: %s", name, getattr(cls, "__name__", cls), exc)
+                skipped.append(f"{getattr(cls, '__name__', cls)}: {exc}")
     else:
         log.warning("pack %s exports neither NODE_CLASS_MAPPINGS nor comfy_entrypoint", name)
-    return registered, _web_directory(module, path)
+    if not registered and skipped:
+        raise NodeDefinitionError(f"none of its {len(skipped)} nodes could be registered ({skipped[0]})")
+    return registered, skipped
 
 
-def load_custom_nodes(folder: Path, registry: NodeRegistry) -> PackReport:
-    """Import every pack in `folder` and register its nodes; never raises for a broken pack."""
-    report = PackReport()
-    for path in _pack_entries(folder):
-        name = path.stem if path.is_file() else path.name
+def _run_prestartup(name: str, script: Path) -> str | None:
+    try:
+        runpy.run_path(str(script), run_name=f"{PACKAGE}.{name}.prestartup_script")
+    except Exception as exc:
+        log.exception("pack %s: prestartup_script.py failed", name)
+        return f"prestartup_script.py: {type(exc).__name__}: {exc}"
+    return None
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _Loader:
+    def __init__(self, registry: NodeRegistry) -> None:
+        from nodes.compat.host import HOST
+
+        self.registry = registry
+        self.host = HOST
+        self.report = PackReport()
+        self.names: set[str] = set()
+
+    def load(self, name: str, path: Path | None, origin: str, importer: Any, base: Path | None,
+             prestartup_error: str | None) -> None:
         start = time.perf_counter()
+        self.host.loading_pack = name
         try:
-            module = _import_pack(path)
-            nodes, web = _register_pack(module, path, registry)
+            if prestartup_error is not None:
+                raise RuntimeError(prestartup_error)
+            module = importer()
+            nodes, skipped = _register_pack(module, name, self.registry)
+            web = _web_directory(module, base, name)
         except Exception as exc:  # any failure inside third-party code is isolated to its pack
             log.exception("custom node pack %s failed to load; skipped", name)
-            report.packs.append(LoadedPack(name, path, error=f"{type(exc).__name__}: {exc}",
-                                           seconds=time.perf_counter() - start))
-            continue
-        report.packs.append(LoadedPack(name, path, tuple(nodes), web, seconds=time.perf_counter() - start))
-        log.info("loaded pack %s: %d nodes (%.2fs)", name, len(nodes), time.perf_counter() - start)
-    return report
+            self.report.packs.append(LoadedPack(name, path, error=_error_text(exc), origin=origin,
+                                                seconds=time.perf_counter() - start))
+            return
+        finally:
+            self.host.loading_pack = None
+        seconds = time.perf_counter() - start
+        self.report.packs.append(LoadedPack(name, path, tuple(nodes), web, None, seconds, origin, tuple(skipped)))
+        log.info("loaded pack %s: %d nodes (%.2fs)", name, len(nodes), seconds)
+
+
+def _entry_points() -> list[importlib.metadata.EntryPoint]:
+    found: dict[str, importlib.metadata.EntryPoint] = {}
+    for group in ENTRY_POINT_GROUPS:
+        for ep in importlib.metadata.entry_points(group=group):
+            found.setdefault(ep.name, ep)
+    return [found[k] for k in sorted(found)]
+
+
+def _module_dir(module_name: str) -> Path | None:
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or spec.origin is None:
+        return None
+    origin = Path(spec.origin)
+    return origin.parent if origin.name == "__init__.py" else None
+
+
+def load_custom_nodes(
+    folders: Path | Sequence[Path],
+    registry: NodeRegistry,
+    *,
+    entry_points: bool = False,
+    services: Any = None,
+) -> PackReport:
+    """Import every pack of `folders` (and, with `entry_points`, every pip-installed pack) into `registry`.
+
+    Never raises for a broken pack: the report says which loaded, with which nodes, and why others failed.
+    """
+    from nodes import compat
+
+    folder_list = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
+    compat.install(services, registry)
+    custom_nodes_package(f for f in folder_list if f.is_dir())
+    loader = _Loader(registry)
+
+    plan: list[tuple[str, Path | None, str, Any, Path | None]] = []
+    for folder in folder_list:
+        for path in _pack_entries(folder):
+            name = path.stem if path.is_file() else path.name
+            if name in loader.names:
+                log.warning("pack %s in %s: a pack of that name is already loaded; skipped", name, folder)
+                continue
+            loader.names.add(name)
+            plan.append((name, path, "folder", lambda p=path: _import_pack(p), path if path.is_dir() else path.parent))
+    if entry_points:
+        for ep in _entry_points():
+            if ep.name in loader.names:
+                log.info("pip pack %s is also in a custom-node folder; the folder copy is used", ep.name)
+                continue
+            loader.names.add(ep.name)
+            top = ep.value.split(":")[0].split(".")[0]
+            loader.host.pack_modules[top] = ep.name
+            base = _module_dir(ep.value.split(":")[0])
+            plan.append((ep.name, base, "pip", lambda e=ep: _load_entry_point(e), base))
+
+    prestartup: dict[str, str | None] = {}
+    for name, _path, _origin, _importer, base in plan:
+        script = base / "prestartup_script.py" if base is not None and _path is not None and _path.is_dir() else None
+        prestartup[name] = _run_prestartup(name, script) if script is not None and script.is_file() else None
+
+    for name, path, origin, importer, base in plan:
+        loader.load(name, path, origin, importer, base, prestartup[name])
+    _publish(loader.report, registry)
+    return loader.report
+
+
+def _load_entry_point(ep: importlib.metadata.EntryPoint) -> ModuleType:
+    loaded = ep.load()
+    if isinstance(loaded, ModuleType):
+        return loaded
+    if callable(loaded):  # an entry point naming `comfy_entrypoint` itself
+        module = ModuleType(ep.name)
+        module.comfy_entrypoint = loaded  # type: ignore[attr-defined]
+        return module
+    raise TypeError(f"entry point {ep.value!r} is neither a module nor a callable")
+
+
+def _publish(report: PackReport, registry: NodeRegistry) -> None:
+    """Keep ComfyUI's `nodes.NODE_CLASS_MAPPINGS` (if a pack already made it) in step with the registry."""
+    import nodes
+
+    if "NODE_CLASS_MAPPINGS" in vars(nodes):
+        for pack in report.packs:
+            for node_id in pack.nodes:
+                node_type = registry.get(node_id)
+                if node_type is not None and node_type.origin is not None:
+                    nodes.NODE_CLASS_MAPPINGS[node_id] = node_type.origin
+    if "EXTENSION_WEB_DIRS" in vars(nodes):
+        nodes.EXTENSION_WEB_DIRS.update({k: str(v) for k, v in report.web_directories.items()})
 
 
 def describe_report(report: PackReport) -> list[str]:
-    """Lines for the startup log: one per pack with its load time and status."""
-    return [f"{p.seconds:6.2f}s {'FAILED ' if p.error else ''}{p.name}" for p in report.packs]
+    """Lines for the startup log and `main.py packs`: one per pack with its load time and status."""
+    lines = []
+    for p in report.packs:
+        status = f"FAILED: {p.error}" if p.error else f"{len(p.nodes)} nodes"
+        where = f" ({p.origin})" if p.origin != "folder" else ""
+        lines.append(f"{p.seconds:6.2f}s {p.name}{where}: {status}")
+        lines += [f"         skipped node {s}" for s in p.skipped_nodes]
+    return lines

@@ -12,6 +12,7 @@ BUILTIN_MODULES = (
     "nodes.image.files",
     "nodes.image.transforms",
     "nodes.image.masks",
+    "nodes.image.websocket",
     "nodes.conditioning.flux",
     "nodes.latent.latents",
     "nodes.sampling.ksampler",
