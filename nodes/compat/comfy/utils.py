@@ -118,6 +118,15 @@ def save_torch_file(sd: Mapping[str, torch.Tensor], ckpt: str | Path, metadata: 
               metadata=dict(metadata) if metadata is not None else None)
 
 
+def safetensors_header(safetensors_path: str | Path, max_size: int = 100 * 1024 * 1024) -> bytes | None:
+    """The JSON header of a .safetensors file as bytes; None when it is larger than `max_size`."""
+    with open(safetensors_path, "rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        if length > max_size:
+            return None
+        return handle.read(length)
+
+
 def calculate_parameters(sd: Mapping[str, torch.Tensor], prefix: str = "") -> int:
     return sum(v.nelement() for k, v in sd.items() if k.startswith(prefix))
 
