@@ -123,8 +123,9 @@ class PromptQueue(HistoryTables):
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a process crash loses nothing
+            version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
             self._db.executescript(_SCHEMA)
-            self._migrate()
+            self._migrate(version)
             self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
             failed = self._fail_poison_prompts()
             recovered = self._db.execute(
@@ -141,11 +142,35 @@ class PromptQueue(HistoryTables):
         if recovered:
             log.info("re-queued %d prompt(s) that were running when the server stopped", recovered)
 
-    def _migrate(self) -> None:
+    def _migrate(self, version: int) -> None:
         """Bring a queue file written by an older version up to this schema."""
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(queue)")}
         if "attempts" not in columns:
             self._db.execute("ALTER TABLE queue ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
+        if version < 2:
+            self._scrub_non_finite()
+
+    def _scrub_non_finite(self) -> None:
+        """Version 1 stored NaN/Infinity sent by clients, which made history unreadable as JSON; they
+        become null (numbers: 0)."""
+        tables = (
+            ("queue", ("prompt", "extra_data", "outputs")),
+            ("history", ("item", "outputs", "status", "meta", "preview_output", "execution_error")),
+        )
+        with self._transaction() as db:
+            for table, columns in tables:
+                where = " OR ".join(f"{c} LIKE '%NaN%' OR {c} LIKE '%Infinity%'" for c in columns)
+                rows = db.execute(f"SELECT seq, {', '.join(columns)} FROM {table} WHERE {where}").fetchall()
+                for seq, *texts in rows:
+                    values = [
+                        None if t is None else dumps(json.loads(t, parse_constant=lambda _: None))
+                        for t in texts
+                    ]
+                    assignments = ", ".join(f"{c}=?" for c in columns)
+                    db.execute(f"UPDATE {table} SET {assignments} WHERE seq=?", (*values, seq))
+                db.execute(
+                    f"UPDATE {table} SET number=0 WHERE number > 1.7976931348623157e308 OR number < -1.7976931348623157e308"
+                )
 
     def _fail_poison_prompts(self) -> list[tuple[str, int]]:
         """Move prompts that were running during MAX_CRASHED_ATTEMPTS crashes in a row to history."""

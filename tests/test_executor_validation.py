@@ -165,3 +165,161 @@ def test_error_lines_name_node_class_and_input(registry):
         validate_prompt(prompt, registry)
     (line,) = info.value.lines()
     assert line.startswith("node 1 (Number) input 'value': Value 500 bigger than max of 100")
+
+
+# --- hardening: nothing a client sends fails outside a node, and reports stay linear -------------
+
+
+def _image_registry():
+    from executor.schema import Node, NodeOutput, Schema, Typed
+
+    class TakesImage(Node):
+        schema = Schema(
+            "TakesImage",
+            inputs=(Typed("images", "IMAGE"), Typed("mask", "MASK", optional=True)),
+            outputs=(),
+            is_output_node=True,
+        )
+
+        @classmethod
+        def execute(cls, images, mask=None) -> NodeOutput:
+            return NodeOutput.of()
+
+    registry = fake_registry()
+    registry.register(TakesImage, source="tests")
+    return registry
+
+
+def test_literal_for_a_link_only_type_is_refused_in_comfy_shape():
+    registry = _image_registry()
+    for value in ("abc", 5, {"a": 1}):
+        response = errors_of(registry, {"1": {"class_type": "TakesImage", "inputs": {"images": value}}})
+        (err,) = response["node_errors"]["1"]["errors"]
+        assert set(err) == {"type", "message", "details", "extra_info"}
+        assert err["type"] == "invalid_input_type" and err["extra_info"]["input_name"] == "images"
+        assert "takes a link" in err["details"]
+    # an optional socket sent as null is the same as absent: only `images` is reported
+    response = errors_of(registry, {"1": {"class_type": "TakesImage", "inputs": {"images": 1, "mask": None}}})
+    assert [e["extra_info"]["input_name"] for e in response["node_errors"]["1"]["errors"]] == ["images"]
+
+
+def test_undeclared_input_linking_to_a_missing_node_is_refused(registry):
+    prompt = {"1": {"class_type": "Number", "inputs": {"value": 1, "ghost": ["404", 0]}},
+              "2": {"class_type": "Show", "inputs": {"value": ["1", 0], "extra": ["1", 7]}}}
+    response = errors_of(registry, prompt)
+    (missing,) = response["node_errors"]["1"]["errors"]
+    assert missing["type"] == "bad_linked_input" and missing["extra_info"]["input_name"] == "ghost"
+    assert "404" in missing["details"]
+    (slot,) = response["node_errors"]["2"]["errors"]
+    assert slot["type"] == "bad_linked_input" and "output index out of range" in slot["message"]
+    # undeclared literals and links to real outputs stay allowed (dynamic inputs of custom nodes)
+    fine = {"1": {"class_type": "Number", "inputs": {"value": 1, "note": "x"}},
+            "2": {"class_type": "Show", "inputs": {"value": ["1", 0], "also": ["1", 0]}}}
+    assert validate_prompt(fine, registry).outputs == ("2",)
+
+
+def test_keys_and_strings_that_are_not_unicode_are_refused(registry):
+    bad_key = {"1": {"class_type": "Number", "inputs": {"value": 1, "\ud800": 2}},
+               "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}}}
+    response = errors_of(registry, bad_key)
+    assert kinds(response, "1") == ["invalid_input_name"]
+    response["node_errors"]["1"]["errors"][0]["details"].encode("utf-8")  # the report itself is encodable
+    bad_id = {"\udc80": {"class_type": "Number", "inputs": {"value": 1}},
+              "2": {"class_type": "Show", "inputs": {"value": 1}}}
+    assert errors_of(registry, bad_id)["error"]["type"] == "invalid_prompt"
+    bad_text = {"1": {"class_type": "Text", "inputs": {"text": "a\ud800"}},
+                "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}}}
+    assert kinds(errors_of(registry, bad_text), "1") == ["invalid_input_type"]
+
+
+@pytest.mark.parametrize(
+    "value,kind",
+    [
+        ("nan", "invalid_input_type"),
+        ("inf", "invalid_input_type"),
+        (float("nan"), "invalid_input_type"),
+        (float("-inf"), "invalid_input_type"),
+        (10**400, "invalid_input_type"),  # OverflowError converting to float
+        ("1" * 5000, "invalid_input_type"),
+        (11, "value_bigger_than_max"),
+        (-1e300, "value_smaller_than_min"),
+    ],
+)
+def test_float_inputs_must_be_finite_and_in_range(registry, value, kind):
+    prompt = {"1": {"class_type": "Number", "inputs": {"value": 1}},
+              "2": {"class_type": "Scale", "inputs": {"x": ["1", 0], "factor": value}},
+              "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}}}
+    response = errors_of(registry, prompt)
+    assert kinds(response, "2") == [kind]
+    assert len(str(response)) < 2000  # a huge value is not echoed whole
+
+
+@pytest.mark.parametrize("value", [10**400, -(10**30), "9" * 400, 1e300])
+def test_int_inputs_are_range_checked_whatever_their_size(registry, value):
+    prompt = {"1": {"class_type": "Number", "inputs": {"value": value}},
+              "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}}}
+    response = errors_of(registry, prompt)
+    assert kinds(response, "1")[0] in ("value_bigger_than_max", "value_smaller_than_min")
+    assert len(str(response)) < 2000
+
+
+def test_refused_huge_values_are_echoed_cut(registry):
+    prompt = {"1": {"class_type": "Number", "inputs": {"value": 1}},
+              "2": {"class_type": "Pick", "inputs": {"x": ["1", 0], "mode": "m" * 1_000_000}},
+              "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}}}
+    response = errors_of(registry, prompt)
+    assert kinds(response, "2") == ["value_not_in_list"]
+    assert len(str(response)) < 5000 and "more characters" in str(response)
+
+
+def _ring(size: int) -> dict:
+    prompt = {str(i): {"class_type": "Double", "inputs": {"x": [str((i + 1) % size), 0]}} for i in range(size)}
+    prompt["out"] = {"class_type": "Show", "inputs": {"value": ["0", 0]}}
+    return prompt
+
+
+def test_a_2000_node_cycle_is_one_small_error_in_well_under_a_second(registry):
+    import json
+    import time
+
+    prompt = _ring(2000)
+    start = time.perf_counter()
+    response = errors_of(registry, prompt)
+    elapsed = time.perf_counter() - start
+    size = len(json.dumps(response))
+    assert elapsed < 1.0 and size < 1_000_000, (elapsed, size)
+    assert size < 10_000  # in fact a few hundred bytes: members are named once, then counted
+    (node_id,) = response["node_errors"]
+    (err,) = response["node_errors"][node_id]["errors"]
+    assert err["type"] == "dependency_cycle" and err["extra_info"]["cycle_size"] == 2000
+    assert len(err["extra_info"]["cycle_nodes"]) == 20 and "and 1980 more" in err["details"]
+    assert response["node_errors"][node_id]["dependent_outputs"] == ["out"]
+
+
+def test_two_cycles_and_a_self_link_are_three_errors(registry):
+    prompt = {"a": {"class_type": "Add", "inputs": {"a": ["b", 0], "b": ["b", 0]}},
+              "b": {"class_type": "Add", "inputs": {"a": ["a", 0], "b": ["a", 0]}},
+              "c": {"class_type": "Double", "inputs": {"x": ["c", 0]}},
+              "d": {"class_type": "Double", "inputs": {"x": ["e", 0]}},
+              "e": {"class_type": "Add", "inputs": {"a": ["d", 0], "b": ["a", 0]}},
+              "o1": {"class_type": "Show", "inputs": {"value": ["e", 0]}},
+              "o2": {"class_type": "Show", "inputs": {"value": ["c", 0]}}}
+    response = errors_of(registry, prompt)
+    cycles = {n: e["errors"][0]["extra_info"]["cycle_nodes"] for n, e in response["node_errors"].items()}
+    assert cycles == {"a": ["a", "b"], "c": ["c"], "d": ["d", "e"]}
+    assert response["node_errors"]["a"]["dependent_outputs"] == ["o1"]
+    assert response["node_errors"]["c"]["dependent_outputs"] == ["o2"]
+
+
+def test_many_outputs_on_one_bad_chain_stay_linear(registry):
+    import time
+
+    size = 2000
+    prompt = {str(i): {"class_type": "Double", "inputs": {"x": [str(i - 1), 0]}} for i in range(1, size)}
+    prompt["0"] = {"class_type": "Number", "inputs": {"value": 1000}}  # above max: every output is bad
+    prompt.update({f"o{i}": {"class_type": "Show", "inputs": {"value": [str(i), 0]}} for i in range(size)})
+    start = time.perf_counter()
+    response = errors_of(registry, prompt)
+    assert time.perf_counter() - start < 1.0
+    assert len(response["node_errors"]["0"]["dependent_outputs"]) == 100  # capped, in prompt order
+    assert response["node_errors"]["0"]["dependent_outputs"][:2] == ["o0", "o1"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 
@@ -377,9 +378,17 @@ def test_queue_file_without_attempts_column_is_migrated(tmp_path):
             " VALUES('old', 1, 'running', ?, '{}', '[\"1\"]')",
             ('{"1": {"class_type": "Number", "inputs": {"value": 1}}}',),
         )
+        db.execute(  # version 1 stored what clients sent, NaN and Infinity included
+            "INSERT INTO queue(prompt_id, number, prompt, extra_data, outputs)"
+            " VALUES('inf', 9e999, ?, '{\"a\":NaN}', '[\"1\"]')",
+            ('{"1": {"class_type": "Number", "inputs": {"value": Infinity}}}',),
+        )
         db.execute("PRAGMA user_version=1")
     q = PromptQueue(path)
-    assert [i.prompt_id for i in q.pending()] == ["old"]
+    assert [i.prompt_id for i in q.pending()] == ["inf", "old"]  # the infinite number became 0
+    listing = json.dumps(q.listing(), allow_nan=False)  # plain JSON again
+    assert '"value":null' in listing.replace(" ", "") and '"a":null' in listing.replace(" ", "")
+    q.delete_pending(["inf"])
     assert q.get(timeout=0).prompt_id == "old"
     q.close()
     with sqlite3.connect(path) as db:

@@ -35,10 +35,11 @@ class SettingsStore:
 
     def load(self) -> dict[str, Any]:
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            # NaN/Infinity written by older versions are read back as null: the answer must stay JSON.
+            data = json.loads(self.path.read_text(encoding="utf-8"), parse_constant=lambda _name: None)
         except FileNotFoundError:
             return {}
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:
             log.warning("%s is not valid JSON (%s); starting from empty settings", self.path, exc)
             return {}
         return data if isinstance(data, dict) else {}
