@@ -40,7 +40,10 @@ def _common_options() -> argparse.ArgumentParser:
                          help="third-party node packs")
     engine = common.add_argument_group("engine")
     engine.add_argument("--vram-limit", type=float, default=None, metavar="GB",
-                        help="VRAM budget for models; the rest is streamed from CPU memory")
+                        help="cap on the VRAM budget for models; the rest is streamed from CPU memory "
+                             "(default: the device's free memory minus --reserve-vram)")
+    engine.add_argument("--reserve-vram", type=float, default=None, metavar="GB",
+                        help="VRAM left free for other programs and the OS (default 0.4, 0.6 on Windows)")
     engine.add_argument("--cache-gb", type=float, default=4.0, help="memory budget for cached node outputs")
     engine.add_argument("--disable-metadata", action="store_true",
                         help="save images without the prompt and workflow embedded in their PNG chunks")
@@ -103,7 +106,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         listen=getattr(args, "listen", "127.0.0.1"), port=getattr(args, "port", 8188),
         auth_token=getattr(args, "auth_token", None), max_upload_size_mb=getattr(args, "max_upload_size", 100.0),
         allowed_hosts=tuple(getattr(args, "allow_host", ())),
-        vram_limit_gb=args.vram_limit, cache_bytes=int(args.cache_gb * (1 << 30)),
+        vram_limit_gb=args.vram_limit, reserve_vram_gb=args.reserve_vram,
+        cache_bytes=int(args.cache_gb * (1 << 30)),
         disable_metadata=args.disable_metadata,
     )
 
@@ -118,14 +122,11 @@ class App:
 
 
 def build_memory_manager(settings: Settings) -> Any:
-    """The compute device (CUDA when present) with the --vram-limit budget."""
-    import torch
+    """The compute device (CUDA when present); budget: its free memory minus the reserve, capped by --vram-limit."""
+    from models.memory import MemoryManager, default_device
 
-    from models.memory import MemoryManager
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     budget = None if settings.vram_limit_gb is None else int(settings.vram_limit_gb * (1 << 30))
-    return MemoryManager(device, budget_bytes=budget)
+    return MemoryManager(default_device(), budget_bytes=budget, reserve_bytes=int(settings.reserve_vram_bytes))
 
 
 def build_app(settings: Settings, *, load_packs: bool = True) -> App:
@@ -274,22 +275,16 @@ def command_serve(settings: Settings) -> int:
     from web.app import create_app
     from web.services import WebServices
 
-    def device_stats() -> list[dict[str, Any]]:
-        """ComfyUI's /system_stats `devices`: the CUDA device when present, else the CPU."""
-        import torch
-
-        if not torch.cuda.is_available():
-            return [{"name": "cpu", "type": "cpu", "index": None, "vram_total": 0, "vram_free": 0,
-                     "torch_vram_total": 0, "torch_vram_free": 0}]
-        free, total = torch.cuda.mem_get_info()
-        reserved = torch.cuda.memory_reserved()
-        return [{"name": f"cuda:0 {torch.cuda.get_device_name(0)}", "type": "cuda", "index": 0,
-                 "vram_total": total, "vram_free": free, "torch_vram_total": reserved,
-                 "torch_vram_free": reserved - torch.cuda.memory_allocated()}]
-
     app = build_app(settings)
     model_paths = app.services.model_paths
     memory = getattr(app.services, "memory", None)
+
+    def device_stats() -> list[dict[str, Any]]:
+        """ComfyUI's /system_stats `devices`: the compute device (on the CPU, system memory)."""
+        from models.memory import default_device
+
+        return [(memory.compute if memory is not None else default_device()).stats()]
+
     queue = PromptQueue.in_user_dir(settings.user_dir)
 
     def attach_packs(web_app: Any, send_json: Any, send_bytes: Any, current_client: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,8 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()
     request_body_timeout_s: float = 60.0  # a request body that sends nothing for this long gets 408
     max_upload_size_mb: float = 100.0
-    vram_limit_gb: float | None = None
+    vram_limit_gb: float | None = None  # cap on the model budget; None: free VRAM minus the reserve
+    reserve_vram_gb: float | None = None  # VRAM left to others; None: 0.4 GB (0.6 GB on Windows), as ComfyUI
     cache_bytes: int = 4 << 30  # budget for cached node outputs held between prompts
     preview_max_size: int = 512
     disable_metadata: bool = False  # saved PNGs carry no prompt/workflow chunks (ComfyUI's flag)
@@ -36,3 +38,10 @@ class Settings:
             raise ValueError(f"max upload size must be positive, got {self.max_upload_size_mb} MB")
         if not self.request_body_timeout_s > 0:
             raise ValueError(f"request body timeout must be positive, got {self.request_body_timeout_s} s")
+
+    @property
+    def reserve_vram_bytes(self) -> int:
+        """VRAM the memory manager leaves free (ComfyUI's --reserve-vram and its platform default)."""
+        if self.reserve_vram_gb is not None:
+            return int(self.reserve_vram_gb * (1 << 30))
+        return int((0.6 if sys.platform == "win32" else 0.4) * (1 << 30))

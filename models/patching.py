@@ -85,6 +85,9 @@ def parts_of(item: Any) -> list[Part]:
         return parts
     if isinstance(item, nn.Module):
         return [Part(item, label=type(item).__name__)]
+    module = getattr(item, "module", None)  # other handle-like values carrying one module
+    if isinstance(module, nn.Module):
+        return [Part(module, tuple(getattr(item, "patches", ())), label=type(module).__name__)]
     raise TypeError(f"cannot place {type(item).__name__} on a device: not a model handle or nn.Module")
 
 

@@ -61,10 +61,11 @@ class SystemRoutes:
                     "name": "cpu",
                     "type": "cpu",
                     "index": None,
-                    "vram_total": 0,
-                    "vram_free": 0,
-                    "torch_vram_total": 0,
-                    "torch_vram_free": 0,
+                    # without a compute device ComfyUI reports system memory as the CPU's VRAM
+                    "vram_total": total,
+                    "vram_free": free,
+                    "torch_vram_total": total,
+                    "torch_vram_free": free,
                 }
             ]
         )

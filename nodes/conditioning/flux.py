@@ -26,7 +26,7 @@ from executor.schema import (
     Typed,
 )
 from nodes.latent import vae_ops
-from nodes.runtime.device import use_models
+from nodes.runtime.device import text_encoders_working_bytes, use_models
 from nodes.runtime.services import Ctx
 from nodes.runtime.types import CONDITIONING
 
@@ -58,11 +58,9 @@ def encode_text(ctx: Ctx, clip: Any, clip_text: str, t5_text: str) -> tuple[torc
                            "holds no text encoders; load them with DualCLIPLoader instead.")
     from models.text.encode import encode_flux_prompt
 
-    encoders = clip.encoders
-    # DualCLIPLoader's device "cpu" keeps the encoders off the compute device
-    modules = [m for m in (encoders.clip, encoders.t5) if m is not None] if clip.device != "cpu" else []
-    with use_models(ctx, *modules):
-        return encode_flux_prompt(encoders, clip_text, t5_text, t5_max_length=clip.t5_max_length)
+    # the handle carries its patches; DualCLIPLoader's device "cpu" keeps the encoders off the compute device
+    with use_models(ctx, clip, working_bytes=text_encoders_working_bytes(clip, clip.t5_max_length or 256)):
+        return encode_flux_prompt(clip.encoders, clip_text, t5_text, t5_max_length=clip.t5_max_length)
 
 
 class CLIPTextEncode(Node):

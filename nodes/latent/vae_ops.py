@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from nodes.runtime.device import compute_device, use_models
+from nodes.runtime.device import compute_device, use_models, vae_tile
 from nodes.runtime.services import Ctx
 
 
@@ -35,7 +35,9 @@ def encode(ctx: Ctx, vae: Any, pixels: torch.Tensor, *, tile: int | None = None,
     """
     ae = _autoencoder(vae)
     pixels = crop_to_multiple(pixels[..., :3])
-    with use_models(ctx, ae):
+    tile, overlap, working = vae_tile(ctx, vae, pixels.shape[0], pixels.shape[1], pixels.shape[2], decode=False,
+                                      tile=tile, overlap=overlap)
+    with use_models(ctx, vae, working_bytes=working):
         device, dtype = compute_device(ctx, ae), vae.compute_dtype
         x = pixels.movedim(-1, 1).to(device=device, dtype=dtype) * 2.0 - 1.0
         if tile is None:
@@ -53,7 +55,10 @@ def decode(ctx: Ctx, vae: Any, samples: torch.Tensor, *, tile: int | None = None
     `tile` / `overlap` are in pixels; None decodes in one piece.
     """
     ae = _autoencoder(vae)
-    with use_models(ctx, ae):
+    f = vae.params.downscale
+    tile, overlap, working = vae_tile(ctx, vae, samples.shape[0], samples.shape[-2] * f, samples.shape[-1] * f,
+                                      decode=True, tile=tile, overlap=overlap)
+    with use_models(ctx, vae, working_bytes=working):
         device, dtype = compute_device(ctx, ae), vae.compute_dtype
         z = vae.params.latent_format.process_in(samples.float()).to(device=device, dtype=dtype)
         if tile is None:

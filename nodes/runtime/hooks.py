@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from executor.errors import OutOfMemory
+from models.memory import DeviceMemoryError
 
 
 def value_bytes(value: Any, _depth: int = 0) -> int:
@@ -37,5 +38,8 @@ class TorchNodeHooks:
             with torch.no_grad():
                 yield
         except torch.OutOfMemoryError as exc:
-            raise OutOfMemory(f"node {node_id} ({class_type}) ran out of device memory: {exc}. "
-                              "Try a smaller resolution or batch, or a lower --vram-limit.") from exc
+            if isinstance(exc, DeviceMemoryError):  # the manager's own message already says what to change
+                raise OutOfMemory(f"node {node_id} ({class_type}): {exc}") from exc
+            raise OutOfMemory(f"node {node_id} ({class_type}) ran out of device memory: {exc}. Try a smaller "
+                              "resolution or batch, a larger --reserve-vram (memory the models leave free), "
+                              "or close other programs using the device.") from exc

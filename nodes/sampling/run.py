@@ -23,7 +23,7 @@ from models.flux.denoiser import (
     process_in,
     process_out,
 )
-from nodes.runtime.device import compute_device, use_models
+from nodes.runtime.device import compute_device, flux_step_working_bytes, use_models
 from nodes.runtime.services import Ctx
 from nodes.sampling.previews import PREVIEW_MAX_SIZE, latent_preview_jpeg
 
@@ -154,7 +154,8 @@ def run_sampling(ctx: Ctx, guider: Guider, sampler: SamplerChoice, sigmas: torch
     from nodes.control import sampling as control_sampling
 
     controls = control_sampling.applications([guider.positive, guider.negative, *guider.conds.values()])
-    with use_models(ctx, model.module, *control_sampling.control_modules(controls)):
+    working = flux_step_working_bytes(ctx, model, samples, [guider.positive, guider.negative])
+    with use_models(ctx, model, *control_sampling.control_modules(controls), working_bytes=working):
         device = compute_device(ctx, model.module)
         prepared = control_sampling.prepare(ctx, controls, samples.shape[-2], samples.shape[-1],
                                             percent_to_sigma=model_sampling.percent_to_sigma, device=device)
