@@ -325,3 +325,34 @@ def test_model_header_errors_name_the_file(tmp_path):
         with pytest.raises(CheckpointFormatError) as info:
             inspect_file(write(name, header))
         assert name in str(info.value)
+
+
+async def test_internal_errors_name_folders_not_absolute_paths(tmp_path):
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    from web.helpers import SERVICES
+    from web.security import errors_and_headers
+
+    app = web.Application()
+    app[SERVICES] = make_services(tmp_path)
+    target = tmp_path / "input" / "a.png"
+
+    async def broken(_request):
+        raise PermissionError(13, "Permission denied", str(target))
+
+    response = await errors_and_headers(make_mocked_request("GET", "/x", app=app), broken)
+    message = json.loads(response.text)["error"]
+    assert response.status == 500 and str(tmp_path) not in message and "<input>/a.png" in message
+    app[SERVICES].queue.close()
+
+
+async def test_a_lan_server_without_token_logs_the_warning_at_start(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="web.app")
+    async with serve(make_services(tmp_path, listen="0.0.0.0"), start_worker=False):
+        pass
+    assert "WITHOUT --auth-token" in caplog.text
+    caplog.clear()
+    async with serve(make_services(tmp_path / "t", listen="0.0.0.0", auth_token="t"), start_worker=False):
+        pass
+    assert "WITHOUT" not in caplog.text

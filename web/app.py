@@ -16,7 +16,7 @@ from .object_info import register_object_info_routes
 from .packs import register_pack_routes
 from .prompt import register_prompt_routes
 from .queue import register_queue_routes
-from .security import errors_and_headers, make_security_middleware
+from .security import errors_and_headers, exposure_warning, make_security_middleware
 from .services import WebServices
 from .system import register_system_routes
 from .upload import register_upload_routes
@@ -70,6 +70,9 @@ def create_app(services: WebServices, *, start_worker: bool = True) -> web.Appli
         register(app, services)
 
     async def start(_app: web.Application) -> None:
+        warning = exposure_warning(services.settings)
+        if warning:
+            log.warning(warning)
         services.hub.attach(asyncio.get_running_loop())
         if start_worker:
             worker.start()

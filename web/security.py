@@ -20,13 +20,14 @@ import hmac
 import ipaddress
 import logging
 import socket
+from pathlib import Path
 
 from aiohttp import web
 from yarl import URL
 
 from settings import Settings
 
-from .helpers import BadRequest, Handler, clip
+from .helpers import SERVICES, BadRequest, Handler, clip
 from .services import WebServices
 
 log = logging.getLogger(__name__)
@@ -143,15 +144,15 @@ def make_security_middleware(services: WebServices):  # noqa: ANN201 - aiohttp m
             )
         encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
-            response = web.json_response(
+            refusal = web.json_response(
                 {
                     "error": f"request bodies with Content-Encoding {clip(encoding, 40)!r} are not accepted; "
                     "send the body uncompressed"
                 },
                 status=415,
             )
-            response.force_close()
-            return response
+            refusal.force_close()
+            return refusal
         origin = request.headers.get("Origin")
         if origin is not None and not _same_origin(origin, host):
             log.warning(
@@ -208,6 +209,24 @@ def _supplied_token(request: web.Request) -> str | None:
     return request.query.get("token") or request.cookies.get(TOKEN_COOKIE)
 
 
+def _relative_paths(text: str, request: web.Request) -> str:
+    """`text` with the server's absolute folders replaced by their names (errors never show them)."""
+    settings = request.app[SERVICES].settings
+    folders = (
+        settings.input_dir,
+        settings.output_dir,
+        settings.temp_dir,
+        settings.user_dir,
+        settings.models_dir,
+        settings.custom_nodes_dir,
+    )
+    for folder in folders:
+        for form in {str(Path(folder)), str(Path(folder).resolve())}:
+            if form not in (".", "/") and Path(form).is_absolute():
+                text = text.replace(form, f"<{Path(form).name}>")
+    return text
+
+
 @web.middleware
 async def errors_and_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
     """BadRequest -> its JSON answer; unexpected errors -> logged JSON 500; caching/nosniff headers."""
@@ -224,7 +243,7 @@ async def errors_and_headers(request: web.Request, handler: Handler) -> web.Stre
             )
         else:
             log.exception("%s %s failed", request.method, clip(request.path, 200))
-            text = f"internal error: {type(exc).__name__}: {clip(str(exc), 300)}"
+            text = f"internal error: {type(exc).__name__}: {clip(_relative_paths(str(exc), request), 300)}"
             response = web.json_response({"error": text}, status=500)
     if not response.prepared:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
