@@ -52,6 +52,21 @@ def settle(value: Any) -> Any:
         return pool.submit(asyncio.run, wait()).result()
 
 
+def _blocker(inputs: Mapping[str, Any]) -> Any:
+    """The first ComfyUI `ExecutionBlocker` among the inputs (duck-typed: executor imports no pack API)."""
+    for value in inputs.values():
+        if type(value).__name__ == "ExecutionBlocker" and hasattr(value, "message"):
+            return value
+    return None
+
+
+def _blocked(blocker: Any, schema: Schema) -> NodeOutput:
+    """A node fed an ExecutionBlocker does not run: its outputs are the blocker (a message fails the prompt)."""
+    if blocker.message is not None:
+        raise RuntimeError(f"Execution Blocked: {blocker.message}")
+    return NodeOutput(tuple(blocker for _ in schema.outputs))
+
+
 _PROBE = "\x00fluxloom-type-probe\x00"
 
 
@@ -211,6 +226,9 @@ def v1_node_type(
         return obj
 
     def invoke(ctx: NodeContext, inputs: dict[str, Any]) -> NodeOutput:
+        blocker = _blocker(inputs)
+        if blocker is not None:
+            return _blocked(blocker, schema)
         with running(ctx):
             raw = settle(getattr(instance(ctx.node_id), cls.FUNCTION)(**inputs))
         if isinstance(raw, dict):  # ComfyUI reads only these keys of a dict result ({} = nothing)
@@ -308,6 +326,9 @@ def v3_node_type(cls: Any, *, source: str = "nodes") -> NodeType:
     hidden_names = frozenset(h.name for h in schema.hidden)
 
     def invoke(ctx: NodeContext, inputs: dict[str, Any]) -> NodeOutput:
+        blocker = _blocker(inputs)
+        if blocker is not None:
+            return _blocked(blocker, schema)
         hidden = {k: inputs.pop(k) for k in list(inputs) if k in hidden_names}
         # V3 nodes read hidden values from the class; run a per-call subclass so calls never share them.
         runner: Any = type(cls.__name__, (cls,), {"hidden": HiddenValues(hidden)}) if hidden else cls
