@@ -324,7 +324,8 @@ def test_model_header_errors_name_the_file(tmp_path):
     for name, header in cases.items():
         with pytest.raises(CheckpointFormatError) as info:
             inspect_file(write(name, header))
-        assert name in str(info.value)
+        assert name in str(info.value) and str(tmp_path) not in str(info.value)
+        assert info.value.path == tmp_path / name
 
 
 async def test_internal_errors_name_folders_not_absolute_paths(tmp_path):

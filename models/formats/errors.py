@@ -9,9 +9,15 @@ class CheckpointFormatError(ValueError):
     """A file is unreadable, truncated, corrupt, or not of the family the caller asked for."""
 
     def __init__(self, path: str | Path, problem: str) -> None:
-        self.path = Path(path)
+        self.path = Path(path)  # as given (often absolute)
         self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+        super().__init__(f"{shown_path(self.path)}: {problem}")
+
+
+def shown_path(path: Path) -> str:
+    """The file and the folder holding it (`vae/ae.safetensors`): messages reach the browser, which
+    has no business knowing where the models folder lives."""
+    return Path(*path.parts[-2:]).as_posix() if len(path.parts) >= 2 else path.as_posix()
 
 
 class WrongFamilyError(CheckpointFormatError):
