@@ -7,6 +7,7 @@ runs a workflow headless; `python main.py demo-models` writes small random-weigh
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import sys
@@ -261,7 +262,7 @@ def command_packs(settings: Settings) -> int:
         print(line)
     for pack in report.packs:
         if not pack.error:
-            print(f"{pack.name}: {', '.join(pack.nodes)}")
+            print(f"{pack.name}: {', '.join(pack.nodes) or '(no nodes)'}")
     loaded = len(report.packs) - len(report.failed)
     print(f"{loaded} loaded, {len(report.failed)} failed")
     return 1 if report.failed else 0
@@ -307,6 +308,10 @@ def command_serve(settings: Settings) -> int:
     # The worker thread is CPU-bound between GPU calls; with the default 5 ms GIL switch interval every
     # syscall of a request handler can wait that long for the GIL. 1 ms keeps p99 API latency low.
     sys.setswitchinterval(0.001)
+    # Everything built so far (libraries, registry, node packs) lives as long as the process: moved out of
+    # the collector's sight, a full collection during a big prompt scans that prompt's objects, not them.
+    gc.collect()
+    gc.freeze()
     for line in startup_banner(settings):
         print(line, flush=True)
     try:

@@ -43,7 +43,9 @@ class Executor:
         """Validate a prompt; a prompt seen recently re-checks only its volatile nodes."""
         targets = None if targets is None else tuple(targets)
         try:
-            key = json.dumps([prompt, targets], sort_keys=True)
+            # The prompt's text as the key: the same prompt submitted again (or read back from the queue by
+            # the worker) comes in the same key order, and sorting keys would double the cost.
+            key = json.dumps([prompt, targets])
         except (TypeError, ValueError):  # not JSON (e.g. built in code with objects): validate every time
             return validate_prompt(prompt, self.registry, services=self.services, targets=targets)
         with self._memo_lock:

@@ -87,8 +87,8 @@ async def stream_of(prompt: dict[str, Any], *, tick: float, state_interval_s: fl
     validated = executor.validate(prompt)
     await asyncio.to_thread(executor.execute, validated, prompt, prompt_id="p", sink=sink)
     sink.finish()
-    for _ in range(100):  # let the flush and the writer deliver everything
-        await asyncio.sleep(0)
+    for _ in range(5000):  # let the flush and the writer deliver everything
+        await asyncio.sleep(0.001)
         if socket.kinds.get("executing", 0) == len(prompt) + 1 and not hub.clients["c"].frames:
             break
     await hub.close_all()

@@ -314,23 +314,26 @@ async def test_progress_is_throttled_per_node_but_last_always_sent():
     assert sum(1 for f in sent if f.preview) == 1  # only the unthrottled tick carried its preview
 
 
-async def test_slow_client_drops_previews_first_then_progress_then_is_disconnected():
+async def test_slow_client_sheds_previews_and_progress_then_is_disconnected():
     essential = json_frame("executed", {"n": 1})
     progress = json_frame("progress", {"v": 1}, droppable=True)
     preview = preview_frame(PREVIEW, "JPEG", {"node_id": "1"})
-    # never drained in this test; the backlog holds five essential frames at most
-    client = Client("slow", ws=None, limit=4, max_backlog_bytes=5 * essential.size)  # type: ignore[arg-type]
-    for frame in (essential, progress, preview, essential):
+    # never drained in this test: droppable frames go once the first four frames are queued, and the
+    # essential backlog holds five at most
+    shed = 2 * essential.size + progress.size + preview.size
+    client = Client("slow", None, shed, 5 * essential.size)  # type: ignore[arg-type]
+    for frame in (essential, progress, preview):
         assert client.push(frame)
-    assert client.push(essential)  # four queued: the preview makes room
-    assert [f.preview for f in client.frames].count(True) == 0 and client.dropped == 1
-    assert client.push(essential)  # then the progress message
-    assert all(not f.droppable for f in client.frames) and client.dropped == 2
-    assert client.push(progress)  # a droppable newcomer is shed, the client stays
-    assert client.dropped == 3 and len(client.frames) == 4
-    assert client.push(essential)  # essential frames queue past the frame limit, up to the byte limit
-    assert len(client.frames) == 5 and client.backlog == 5 * essential.size
-    assert not client.push(essential)  # over the byte limit: the hub must drop this client
+    assert client.push(essential)  # over the shed limit now
+    assert client.push(progress) and client.dropped == 1  # a droppable newcomer is shed
+    assert client.push(essential)  # an essential one makes the queued preview and progress go
+    assert all(not f.droppable for f in client.frames) and client.dropped == 3
+    assert len(client.frames) == 3 and client.queued == client.backlog == 3 * essential.size
+    assert client.push(essential) and client.push(essential)  # essentials queue up to the byte limit
+    assert not client.push(essential)  # over it: the hub must drop this client
+    while client.frames:
+        client.pop()
+    assert client.queued == client.backlog == client.droppable == 0
 
 
 async def test_many_clients_and_a_stalled_one_do_not_block_execution(tmp_path):
@@ -386,7 +389,7 @@ class FakeSocket:
 
 
 async def test_hub_disconnects_a_stalled_client_and_keeps_serving_the_rest():
-    hub = Hub(queue_limit=5, max_backlog_bytes=200)
+    hub = Hub(shed_bytes=100, max_backlog_bytes=200)
     hub.attach(asyncio.get_running_loop())
     stalled, healthy = FakeSocket(blocked=True), FakeSocket(blocked=False)
     hub.connect("stalled", stalled)  # type: ignore[arg-type]
@@ -402,10 +405,11 @@ async def test_hub_disconnects_a_stalled_client_and_keeps_serving_the_rest():
 
 
 async def test_backlogged_status_snapshots_are_coalesced():
-    client = Client("c", ws=None, limit=4, max_backlog_bytes=1 << 20)  # type: ignore[arg-type]
     hub = Hub()
-    client.push(hub.status_frame(3))
-    client.push(json_frame("executed", {}))
+    status, executed = hub.status_frame(3), json_frame("executed", {})
+    client = Client("c", None, 2 * (status.size + executed.size), 1 << 20)  # type: ignore[arg-type]
+    client.push(status)
+    client.push(executed)
     client.push(hub.status_frame(2))  # half full: the stale snapshot (3) is replaced
     assert [json.loads(f.text)["data"].get("status") for f in client.frames] == [
         None,

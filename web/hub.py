@@ -1,11 +1,11 @@
 """The WebSocket hub: connected clients, per-client bounded send queues, thread-safe dispatch.
 
 Messages are encoded once (`Frame`) and handed to every target client's queue; one writer task per
-client drains it. A slow client never blocks anyone: past `queue_limit` queued frames, droppable ones
-(previews first, then progress) make room and droppable newcomers are shed; a client whose backlog of
-essential frames exceeds `max_backlog_bytes` is disconnected (the frontend reconnects and refreshes from
-/api/jobs). The backlog is bounded in bytes, not frames: a 10,000-node prompt legitimately queues
-20,000 small `executing`/`executed` messages in a burst. The worker thread reaches the loop only through
+client drains it. A slow client never blocks anyone: once its queue holds `shed_bytes`, the previews
+and progress messages in it are dropped and new ones are not queued; a client whose essential frames
+alone exceed `max_backlog_bytes` is disconnected (the frontend reconnects and refreshes from
+/api/jobs). Both bounds are in bytes, not frames: a 10,000-node prompt legitimately queues 10,000
+small `executing` messages in one burst. The worker thread reaches the loop only through
 `send_threadsafe`, which batches into `loop.call_soon_threadsafe`.
 """
 
@@ -33,9 +33,11 @@ _IMAGE_FORMATS = {"JPEG": 1, "PNG": 2}
 _MIME = {"JPEG": "image/jpeg", "PNG": "image/png"}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Frame:
-    """One message, encoded once. Previews carry both binary layouts; each client gets the one it reads."""
+    """One message, encoded once and never changed after (not frozen only because a frozen dataclass
+    costs three times as much to build, once per message). Previews carry both binary layouts; each
+    client gets the one it reads."""
 
     text: str | None = None
     binary: bytes | None = None  # type 1 (legacy) preview
@@ -60,8 +62,13 @@ class Frame:
         return self.binary
 
 
+# One encoder for every message (json.dumps with `default` builds a new encoder per call). Values a
+# third-party node put in its UI output that JSON cannot hold are sent as their text.
+_encode = json.JSONEncoder(default=str).encode
+
+
 def json_frame(kind: str, data: Mapping[str, Any], *, droppable: bool = False) -> Frame:
-    return Frame(text=json.dumps({"type": kind, "data": data}, default=str), droppable=droppable)
+    return Frame(text=_encode({"type": kind, "data": data}), droppable=droppable)
 
 
 def preview_frame(image: bytes, image_format: str, metadata: Mapping[str, Any]) -> Frame:
@@ -77,13 +84,14 @@ def preview_frame(image: bytes, image_format: str, metadata: Mapping[str, Any]) 
 class Client:
     """One socket: its identity, declared feature flags and bounded outgoing queue."""
 
-    def __init__(self, sid: str, ws: web.WebSocketResponse, limit: int, max_backlog_bytes: int) -> None:
+    def __init__(self, sid: str, ws: web.WebSocketResponse, shed_bytes: int, max_backlog_bytes: int) -> None:
         self.sid = sid
         self.ws = ws
-        self.limit = limit
+        self.shed_bytes = shed_bytes
         self.max_backlog_bytes = max_backlog_bytes
         self.features: dict[str, Any] = {}
         self.frames: deque[Frame] = deque()
+        self.queued = 0  # bytes of all queued frames
         self.backlog = 0  # bytes of the queued essential frames
         self.droppable = 0  # queued frames that may be dropped
         self.wakeup = asyncio.Event()
@@ -96,25 +104,29 @@ class Client:
         return bool(self.features.get("supports_preview_metadata"))
 
     def push(self, frame: Frame) -> bool:
-        """Queue a frame; False if the backlog is too large (the client must be dropped)."""
+        """Queue a frame; False if the essential backlog is too large (the client must be dropped)."""
         if self.closed:
             return True
-        if frame.key is not None and len(self.frames) >= self.limit // 2:
+        if frame.key is not None and self.queued >= self.shed_bytes // 2:
             # A backlog builds up: an older snapshot of the same kind is stale, drop it.
             for index, queued in enumerate(self.frames):
                 if queued.key == frame.key:
-                    self._remove(index)
+                    self._forget(queued)
+                    del self.frames[index]
                     break
-        if len(self.frames) >= self.limit:
+        if self.queued >= self.shed_bytes:
             if frame.droppable:
                 self.dropped += 1  # a long queue sheds the newcomer when it is only progress or a preview
                 return True
-            self._make_room()
+            if self.droppable:
+                self._drop_droppable()
+        size = frame.size
         if not frame.droppable:
-            if self.backlog + frame.size > self.max_backlog_bytes:
+            if self.backlog + size > self.max_backlog_bytes:
                 return False
-            self.backlog += frame.size
+            self.backlog += size
         self.frames.append(frame)
+        self.queued += size
         self.droppable += frame.droppable
         self.wakeup.set()
         return True
@@ -124,37 +136,32 @@ class Client:
         self._forget(frame)
         return frame
 
-    def _remove(self, index: int) -> None:
-        self._forget(self.frames[index])
-        del self.frames[index]
-
     def _forget(self, frame: Frame) -> None:
+        size = frame.size
+        self.queued -= size
         if frame.droppable:
             self.droppable -= 1
         else:
-            self.backlog -= frame.size
+            self.backlog -= size
 
-    def _make_room(self) -> None:
-        """Drop the oldest preview, else the oldest droppable frame. Droppable frames only join a queue
-        shorter than `limit`, so the scan stops within the first `limit` frames."""
-        if not self.droppable:
-            return
-        for wanted in (lambda f: f.preview, lambda f: f.droppable):
-            for index, queued in enumerate(self.frames):
-                if index > self.limit:
-                    break
-                if wanted(queued):
-                    self._remove(index)
-                    self.dropped += 1
-                    return
+    def _drop_droppable(self) -> None:
+        """Over the limit: every queued preview and progress message goes, in one pass."""
+        kept = deque(f for f in self.frames if not f.droppable)
+        self.dropped += len(self.frames) - len(kept)
+        self.frames = kept
+        self.queued = self.backlog
+        self.droppable = 0
 
 
 class Hub:
     """Connected clients by sid. `dispatch`/`send` run on the loop; `send_threadsafe` from any thread."""
 
-    def __init__(self, queue_limit: int = 512, max_backlog_bytes: int = 64 << 20) -> None:
-        self.queue_limit = queue_limit
+    def __init__(
+        self, shed_bytes: int = 8 << 20, max_backlog_bytes: int = 64 << 20, flush_delay_s: float = 0.005
+    ) -> None:
+        self.shed_bytes = shed_bytes
         self.max_backlog_bytes = max_backlog_bytes
+        self.flush_delay_s = flush_delay_s
         self.clients: dict[str, Client] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         # Frames from other threads wait here; one scheduled flush delivers every batch queued so far.
@@ -176,7 +183,7 @@ class Hub:
         if old is not None:
             log.info("websocket %s replaced by a new connection with the same clientId", sid)
             self.disconnect(old)
-        client = Client(sid, ws, self.queue_limit, self.max_backlog_bytes)
+        client = Client(sid, ws, self.shed_bytes, self.max_backlog_bytes)
         client.writer = asyncio.get_running_loop().create_task(self._write(client))
         self.clients[sid] = client
         return client
@@ -245,8 +252,9 @@ class Hub:
     def send_threadsafe(self, frames: list[Frame], sid: str | None = None) -> None:
         """From any thread (the worker): deliver on the loop, in order; a no-op once the loop is gone.
 
-        Batches that arrive while a flush is pending ride along with it, so a burst of events costs one
-        loop wake-up instead of one each.
+        The flush runs `flush_delay_s` after the first batch; batches that arrive meanwhile ride along,
+        so a burst of events (a fast node every few microseconds) costs one loop wake-up per window
+        instead of a wake-up, a self-pipe write and a GIL hand-over per event.
         """
         loop = self.loop
         if loop is None:
@@ -257,7 +265,7 @@ class Hub:
                 return
             self._flush_scheduled = True
         try:
-            loop.call_soon_threadsafe(self._flush)
+            loop.call_soon_threadsafe(loop.call_later, self.flush_delay_s, self._flush)
         except RuntimeError:  # loop closed during shutdown
             pass
 

@@ -103,13 +103,14 @@ class WebEventSink:
             self._state(self.running, "finished", entry["max"], entry["max"])
             self.running = None
 
-    def _state_frame(self) -> list[Frame]:
-        """The full state, now; the caller holds the lock."""
+    def _state_frame(self, *, final: bool = False) -> list[Frame]:
+        """The full state, now; the caller holds the lock. A slow client may lose intermediate states,
+        never the final one."""
         self._dirty = False
         if not self.nodes or not self._wanted("progress_state"):
             return []
         self._entries_sent += len(self.nodes)
-        return [json_frame(*messages.progress_state(self.prompt_id, self.nodes), droppable=True)]
+        return [json_frame(*messages.progress_state(self.prompt_id, self.nodes), droppable=not final)]
 
     def _state_delay(self, now: float) -> float:
         """Seconds until the pending state may go (0: now): the interval, then the entry budget."""
@@ -173,7 +174,7 @@ class WebEventSink:
 
     def _final_state(self) -> list[Frame]:
         self._closed = True
-        return self._state_frame()
+        return self._state_frame(final=True)
 
     def _executing(self, event: ev.Executing) -> list[Frame]:
         if event.node_id is None:
