@@ -167,3 +167,51 @@ def test_copies_are_real_on_a_simulated_device_and_undone_on_offload():
         torch.testing.assert_close(model(x), expected, rtol=0, atol=0)
     memory.free_all()
     assert {k: v.data_ptr() for k, v in model.state_dict().items()} == before
+
+
+def test_the_cpu_device_reports_system_memory_as_comfyui_does():
+    from models.memory import system_memory
+
+    stats = CpuDevice().stats()
+    total, _free = system_memory()
+    assert stats["type"] == "cpu" and stats["vram_total"] == stats["torch_vram_total"] == total > 0
+    assert 0 < stats["vram_free"] <= total
+
+
+def test_a_vae_whose_activations_do_not_fit_decodes_in_tiles_and_says_so(caplog):
+    from executor.schema import NodeContext
+    from models.memory.working import attention_on_cpu, vae_working_bytes
+    from models.patches import VaeHandle
+    from models.tiny import TINY_AE, tiny_autoencoder
+    from nodes.latent import vae_ops
+    from nodes.runtime.services import NodeServices
+    from settings import Settings
+
+    ae = tiny_autoencoder(TINY_AE, seed=0)
+    vae = VaeHandle(module=ae, params=ae.params)
+    samples = torch.randn(1, 16, 24, 24, generator=torch.Generator().manual_seed(0))
+    full = vae_working_bytes(
+        TINY_AE,
+        batch=1,
+        height=192,
+        width=192,
+        decode=True,
+        attention_matrix=attention_on_cpu(torch.device("cpu")),
+    )
+    budget = module_bytes(ae) + full // 2  # the weights fit, the one-piece activations do not
+    memory = MemoryManager(budget_bytes=budget)
+    ctx = NodeContext(
+        "n", "p", NodeServices(Settings(), memory=memory), progress=lambda *a: None, should_stop=lambda: False
+    )
+    caplog.set_level("INFO", logger="nodes.runtime.device")
+    tiled = vae_ops.decode(ctx, vae, samples)
+    assert any("decoding in" in r.getMessage() and "px tiles" in r.getMessage() for r in caplog.records)
+    assert tiled.shape == (1, 192, 192, 3)
+    assert memory.stats.peak_bytes <= budget
+    whole = vae_ops.decode(
+        NodeContext("n", "p", NodeServices(Settings()), progress=lambda *a: None, should_stop=lambda: False),
+        vae,
+        samples,
+    )
+    # tiles see only their own context (GroupNorm statistics, attention), so pixels differ somewhat
+    assert (tiled - whole).abs().mean() < 0.05  # measured 0.030 (max 0.28) with this random tiny VAE
