@@ -97,3 +97,15 @@ def test_a_lora_strength_edit_repatches_without_reading_the_file(demo_models_dir
     assert "LoraLoaderModelOnly" in ran and not ran & (LOADERS - {"LoraLoaderModelOnly"})
     assert len(reads) == first_reads  # the file was not read again
     assert memory.stats.patched_tensors > patched  # re-patched at the new strength
+
+
+def test_models_the_executor_cache_drops_are_released(demo_models_dir, tmp_path):
+    import gc
+
+    app = build(demo_models_dir, tmp_path)
+    app.executor.run_prompt(shrink(load("flux_dev_txt2img.json")), prompt_id="a")
+    memory = app.services.memory
+    assert memory.tracked() == 4 and memory.resident_bytes > 0  # transformer, CLIP-L, T5, VAE
+    app.executor.cache.clear()
+    gc.collect()
+    assert memory.tracked() == 0 and memory.resident_bytes == 0
