@@ -142,6 +142,10 @@ def test_unknown_comfy_names_import_and_fail_when_used(host, tmp_path):
     assert error.value.pack == "deep_pack" and error.value.symbol == "comfy.ldm.flux.layers.DoubleStreamBlock"
     with pytest.raises(MissingComfyFeature, match="comfy.model_patcher.ModelPatcher"):
         module.Patched()
+    import folder_paths
+
+    with pytest.raises(MissingComfyFeature, match="uses folder_paths.no_such_helper,"):
+        folder_paths.no_such_helper()
 
 
 # --- comfy.utils -----------------------------------------------------------------------------------
@@ -189,7 +193,11 @@ def test_progress_bar_reports_through_the_running_node(host):
 
 # --- model_management, samplers, cli_args ----------------------------------------------------------
 def test_devices_memory_and_interruption(host):
-    import comfy.model_management as mm
+    import comfy
+    import comfy.utils  # noqa: F401  (packs reach comfy.model_management through the package)
+
+    mm = comfy.model_management
+    assert mm is __import__("nodes.compat.comfy.model_management", fromlist=["x"])
 
     assert mm.get_torch_device().type in ("cpu", "cuda") and mm.intermediate_device() == torch.device("cpu")
     total, free = mm.get_total_memory(torch.device("cpu")), mm.get_free_memory(torch.device("cpu"))

@@ -151,6 +151,8 @@ def _method(node_id: str, params: tuple[str, ...], defaults: Mapping[str, Any]) 
         values = {**{k: v for k, v in defaults.items()}, **dict(zip(params, args)), **kwargs}
         return run_node(node_id, values)
 
+    if not all(p.isidentifier() for p in params):  # input names a Python signature cannot hold
+        return method
     parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     parameters += [inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                      default=defaults.get(p, inspect.Parameter.empty)) for p in params]
@@ -280,7 +282,10 @@ def class_mappings() -> dict[str, type]:
         if node_type.source != "nodes" and origin is not None:
             mappings[node_type.node_id] = origin  # a pack's own class
         else:
-            mappings[node_type.node_id] = v1_class(node_type.node_id)
+            try:
+                mappings[node_type.node_id] = v1_class(node_type.node_id)
+            except Exception:  # one odd node never hides the others from packs
+                log.exception("node %s has no ComfyUI V1 form for packs", node_type.node_id)
     return mappings
 
 

@@ -48,13 +48,23 @@ def missing(symbol: str, pack: str | None = None) -> type:
                                    "__module__": symbol.rsplit(".", 1)[0]})
 
 
-def module_getattr(module_name: str) -> Any:
-    """A module `__getattr__` that answers unknown public names with placeholders."""
+def module_getattr(module_name: str, *, submodules: bool = False) -> Any:
+    """A module `__getattr__` that answers unknown public names with placeholders.
+
+    With `submodules` (the `comfy` package and friends), a lowercase name is imported as the submodule
+    `module_name.name` first, as ComfyUI's packages expose submodules other modules imported
+    (`import comfy.utils` makes `comfy.model_management` reachable there).
+    """
 
     def __getattr__(name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
-        return missing(f"{module_name}.{name}", pack_of_caller(2))
+        public = module_name.replace("nodes.compat.", "", 1)
+        if submodules and name.islower():
+            import importlib
+
+            return importlib.import_module(f"{public}.{name}")
+        return missing(f"{public}.{name}", pack_of_caller(2))
 
     return __getattr__
 

@@ -2,4 +2,4 @@
 
 from ..missing import module_getattr
 
-__getattr__ = module_getattr(__name__)
+__getattr__ = module_getattr(__name__, submodules=True)
