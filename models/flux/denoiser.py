@@ -49,6 +49,8 @@ class FluxCond:
     end_percent: float = 1.0
     strength: float = 1.0
     control: Any = None  # models.control.apply.ControlApplication (the chain's newest), or None
+    attention_mask: torch.Tensor | None = None  # additive [B, T + h*w, T + h*w] (StyleModelApply attn_bias)
+    attention_mask_img_shape: tuple[int, int] = (1, 1)  # the h x w grid the mask's image part is stored at
 
 
 def prepare_conditioning(conditioning: Sequence[Sequence[Any]]) -> tuple[FluxCond, ...]:
@@ -71,6 +73,8 @@ def prepare_conditioning(conditioning: Sequence[Sequence[Any]]) -> tuple[FluxCon
             end_percent=float(options.get("end_percent", 1.0)),
             strength=float(options.get("strength", 1.0)),
             control=options.get("control"),
+            attention_mask=options.get("attention_mask"),
+            attention_mask_img_shape=tuple(options.get("attention_mask_img_shape") or (1, 1)),
         ))
     return tuple(out)
 
@@ -180,10 +184,27 @@ class FluxPredictor:
             ext = self._control_extensions(first.control, x, sigma, context_in, pooled_in, guidance_in)
             if ext is not None:
                 kw["extensions"] = ext
+        if first.attention_mask is not None:  # batch_conds never pairs masked entries
+            kw["extensions"] = self._with_mask(kw.get("extensions"), first, x, kw.get("ref_latents", ()))
         # float32 in; the forward broadcasts batch-1 context/pooled and casts to the compute dtype
         v = self.forward(self.module, inputs.to(self.device), sigma.to(self.device, torch.float32), context_in,
                          pooled_in, guidance=guidance_in, **kw)
         return v.float()
+
+    def _with_mask(self, ext: Any, cond: FluxCond, x: torch.Tensor, refs: Sequence[torch.Tensor]) -> Any:
+        """`ext` (or no extensions) plus the conditioning's attention mask as a joint-attention bias."""
+        import dataclasses
+
+        from models.flux.attention_mask import joint_attention_bias
+        from models.flux.extensions import FluxExtensions
+        from models.formats.fp8 import module_compute_dtype
+
+        assert cond.attention_mask is not None
+        grid = ((x.shape[-2] + 1) // 2, (x.shape[-1] + 1) // 2)
+        extra = sum(((r.shape[-2] + 1) // 2) * ((r.shape[-1] + 1) // 2) for r in refs)
+        bias = joint_attention_bias(cond.attention_mask, cond.attention_mask_img_shape, grid, extra,
+                                    dtype=module_compute_dtype(self.module)).to(self.device)
+        return dataclasses.replace(ext or FluxExtensions(), attention_mask=bias)
 
     def _control_extensions(self, control: Any, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
                             pooled: torch.Tensor, guidance: torch.Tensor | None) -> Any:
@@ -246,5 +267,7 @@ def batch_conds(positive: Sequence[FluxCond], negative: Sequence[FluxCond]) -> B
     if not same_refs or (p.reference_latents and p.reference_method != n.reference_method):
         return None
     if p.control is not n.control:  # ControlNet applies give positive and negative the same chain
+        return None
+    if p.attention_mask is not None or n.attention_mask is not None:
         return None
     return BatchedConds((p, n))

@@ -6,6 +6,11 @@ controlnet/
   FLUX.1-dev-Controlnet-Union.safetensors       InstantX Union (diffusers keys, 10 mode rows)
   FLUX.1-dev-ControlNet-Union-Pro-2.0.safetensors  Shakker Union-Pro 2.0 (diffusers keys, 3 double, no mode)
   FLUX.1-dev-Controlnet-Inpainting-Beta.safetensors  Alimama inpainting (17-channel hint: latent + mask)
+clip_vision/
+  sigclip_vision_patch14_384.safetensors        SigLIP vision tower (HF keys, 384 px, 27x27 patches)
+  clip_vision_l.safetensors                     CLIP ViT vision tower with projection (224 px, 16x16 patches)
+style_models/
+  flux1-redux-dev.safetensors                   Redux: SigLIP width -> T5 width of the tiny transformer
 All trunks have the tiny dev transformer's widths, so they drive `flux1-dev.safetensors`.
 """
 
@@ -19,10 +24,22 @@ from safetensors.torch import save_file
 
 from models.control.model import FluxControlNet
 from models.control.params import DIFFUSERS, MISTOLINE, XLABS, ControlNetParams
+from models.control.redux import ReduxImageEncoder
 from models.flux.params import FluxParams
 from models.formats.control_flux import bfl_to_diffusers_controlnet
+from models.vision.towers import (
+    CLIP_VISION,
+    SIGLIP,
+    VisionParams,
+    build_vision_tower,
+    materialize_position_ids,
+)
 
 from .weights import TINY_FLUX_DEV, cast_state, init_random, module_state
+
+TINY_SIGLIP = VisionParams(SIGLIP, 64, 128, 2, 1, 384, 14, use_head=True)
+TINY_CLIP_VISION = VisionParams(CLIP_VISION, 64, 128, 2, 1, 224, 14, projection_dim=32)
+VISION_SEEDS: Mapping[str, int] = {"siglip": 110, "clip_vision": 111, "redux": 112}
 
 CONTROL_SEEDS: Mapping[str, int] = {
     "xlabs": 100,
@@ -92,8 +109,32 @@ def write_tiny_controlnets(models_dir: Path, save: Callable[..., Path]) -> list[
     return written
 
 
+def tiny_vision_tower(params: VisionParams, seed: int = 0) -> torch.nn.Module:
+    """A random-weight transformers vision tower (float32, eval)."""
+    with torch.device("meta"):
+        module = build_vision_tower(params)
+    module = init_random(module, seed)
+    materialize_position_ids(module)
+    return module.eval().requires_grad_(False)
+
+
+def vision_file_state(module: torch.nn.Module, params: VisionParams) -> dict[str, torch.Tensor]:
+    """A tower's tensors under the file keys (`vision_model.*`, `visual_projection.weight`)."""
+    state = {k: v for k, v in module_state(module).items() if not k.endswith("position_ids")}
+    if params.family == SIGLIP:  # transformers' SiglipVisionModel drops the level the files keep
+        state = {f"vision_model.{k}": v for k, v in state.items()}
+    return state
+
+
+def tiny_redux(seed: int = 0, vision_dim: int = TINY_SIGLIP.hidden_size) -> ReduxImageEncoder:
+    """A random-weight Redux encoder from the tiny SigLIP width to the tiny transformer's T5 width."""
+    with torch.device("meta"):
+        module = ReduxImageEncoder(vision_dim, 4 * vision_dim, TINY_FLUX_DEV.context_in_dim)
+    return init_random(module, seed).eval().requires_grad_(False)
+
+
 def write_tiny_control_models(models_dir: Path) -> list[Path]:
-    """All tiny control-model files (ControlNets, ...) under `models_dir`."""
+    """All tiny control-model files (ControlNets, vision towers, Redux) under `models_dir`."""
     from .demo import DEMO_METADATA
 
     def save(path: Path, state: Mapping[str, torch.Tensor]) -> Path:
@@ -101,4 +142,14 @@ def write_tiny_control_models(models_dir: Path) -> list[Path]:
         save_file(dict(state), str(path), metadata=dict(DEMO_METADATA))
         return path
 
-    return write_tiny_controlnets(models_dir, save)
+    written = write_tiny_controlnets(models_dir, save)
+    for params, name in (
+        (TINY_SIGLIP, "sigclip_vision_patch14_384.safetensors"),
+        (TINY_CLIP_VISION, "clip_vision_l.safetensors"),
+    ):
+        tower = tiny_vision_tower(params, VISION_SEEDS[params.family])
+        state = cast_state(vision_file_state(tower, params), torch.float16)
+        written.append(save(Path(models_dir) / "clip_vision" / name, state))
+    redux = cast_state(module_state(tiny_redux(VISION_SEEDS["redux"])), torch.bfloat16)
+    written.append(save(Path(models_dir) / "style_models" / "flux1-redux-dev.safetensors", redux))
+    return written

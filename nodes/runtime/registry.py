@@ -20,6 +20,7 @@ BUILTIN_MODULES = (
     "nodes.sampling.guiders",
     "nodes.loaders.model_files",
     "nodes.control.controlnet",
+    "nodes.control.vision",
 )
 
 
