@@ -184,7 +184,7 @@ class AdapterSet:
     modules: nn.ModuleDict
     names: tuple[str, ...]
     algorithm: str
-    _handles: list[RemovableHandle] = field(default_factory=list)
+    _handles: list[tuple[int, RemovableHandle]] = field(default_factory=list)
 
     def adapter(self, name: str) -> Adapter:
         module = self.modules[name.replace(".", "|")]
@@ -205,12 +205,22 @@ class AdapterSet:
         if missing:
             raise ValueError(f"the model has no Linear layers named {missing[:5]}")
         for name, adapter in self.items():
-            self._handles.append(layers[name].register_forward_hook(_hook(adapter, strength)))
+            self._handles.append((id(model), layers[name].register_forward_hook(_hook(adapter, strength))))
 
     def detach(self) -> None:
         """Remove every hook this set registered (on every model it was hooked into)."""
         while self._handles:
-            self._handles.pop().remove()
+            self._handles.pop()[1].remove()
+
+    def detach_from(self, model: nn.Module) -> None:
+        """Remove the hooks registered on `model` only."""
+        keep = []
+        for owner, handle in self._handles:
+            if owner == id(model):
+                handle.remove()
+            else:
+                keep.append((owner, handle))
+        self._handles = keep
 
     @property
     def attached(self) -> bool:

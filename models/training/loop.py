@@ -173,27 +173,27 @@ def evaluation_loss(
     device = next(model.parameters()).device
     guidance_embed = bool(getattr(getattr(model, "params", None), "guidance_embed", True))
     total, count = 0.0, 0
-    for i, sample in enumerate(samples):
+    k = len(timesteps)
+    for i, sample in enumerate(samples):  # one forward per sample, its timesteps as the batch
         x0 = ((sample.latent.float() - latent_shift) * latent_scale)[None].to(device)
         noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed + i)).to(device)
-        for tv in timesteps:
-            t = torch.full((1,), float(tv), device=device)
-            g = config.guidance if config.guidance is not None else (sample.guidance or 3.5)
-            v = flux_forward_latent(
-                cast(Flux, model),
-                noised(x0, noise, t),
-                t,
-                sample.context[None].float().to(device),
-                sample.pooled[None].float().to(device),
-                torch.tensor([g], device=device) if guidance_embed else None,
-            )
-            mask = sample.mask[None, None].to(device) if sample.mask is not None else None
-            total += float(
-                flow_loss(
-                    v, x0, noise, t, loss_function=config.loss_function, target=config.loss_target, mask=mask
-                ).sum()
-            )
-            count += 1
+        x0, noise = x0.expand(k, -1, -1, -1), noise.expand(k, -1, -1, -1)
+        t = torch.tensor([float(tv) for tv in timesteps], device=device)
+        g = config.guidance if config.guidance is not None else (sample.guidance or 3.5)
+        v = flux_forward_latent(
+            cast(Flux, model),
+            noised(x0, noise, t),
+            t,
+            sample.context[None].float().to(device),
+            sample.pooled[None].float().to(device),
+            torch.full((k,), g, device=device) if guidance_embed else None,
+        )
+        mask = sample.mask[None, None].to(device) if sample.mask is not None else None
+        losses = flow_loss(
+            v, x0, noise, t, loss_function=config.loss_function, target=config.loss_target, mask=mask
+        )
+        total += float(losses.sum())
+        count += k
     return total / max(count, 1)
 
 
@@ -235,7 +235,7 @@ def train(
     resume: a state from `checkpoint.load_state` (its step, cursor, adapters, optimizer, EMA).
     checkpoint_dir: periodic (`config.save_every`) and final saves of `<name>_<step>_steps.safetensors`
         plus its `.state.safetensors`, rank 0 only, atomically. None: nothing is written.
-    eval_samples: held-out samples for the fixed-timestep evaluation loss (default: up to 4 training samples).
+    eval_samples: held-out samples for the fixed-timestep evaluation loss (default: the first 2 training samples).
     on_step / on_validate: rank 0 callbacks after each step / every `config.validate_every` steps
         (on_validate gets the adapters while they are hooked into `model`).
     should_stop: checked after every step; a stop ends the run after that step and saves.
@@ -262,9 +262,15 @@ def train(
     )
     params = dict(adapters.modules.named_parameters())
     if resume is not None and resume.adapters:
-        with torch.no_grad():
-            for key, p in params.items():
-                p.copy_(resume.adapters[key])
+        if any(
+            k.startswith(("diffusion_model.", "lora_unet_")) for k in resume.adapters
+        ):  # a LoRA file's keys
+            style = "kohya" if next(iter(resume.adapters)).startswith("lora_unet_") else "comfyui"
+            adapters_mod.load_adapter_weights(adapters, resume.adapters, key_style=style)
+        else:
+            with torch.no_grad():
+                for key, p in params.items():
+                    p.copy_(resume.adapters[key])
     objective: nn.Module = _Objective(adapters.modules, model, cfg)
     if distributed:
         objective = nn.parallel.DistributedDataParallel(
@@ -285,7 +291,7 @@ def train(
         optimizer.load_state_dict(resume.optimizer)
     ema = {k: (resume.ema[k].to(p) if resume and k in resume.ema else p.detach().clone()) for k, p in params.items()} \
         if cfg.ema_decay > 0 else {}  # fmt: skip
-    holdout = list(eval_samples) or list(data.samples[: min(4, n)])
+    holdout = list(eval_samples) or list(data.samples[: min(2, n)])
     blocks = [*getattr(model, "double_blocks", ()), *getattr(model, "single_blocks", ())]
     undo_checkpointing = _checkpointed(blocks) if cfg.gradient_checkpointing else (lambda: None)
     adapters.hook_into(model)

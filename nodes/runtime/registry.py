@@ -21,6 +21,8 @@ BUILTIN_MODULES = (
     "nodes.loaders.model_files",
     "nodes.control.controlnet",
     "nodes.control.vision",
+    "nodes.training.datasets",
+    "nodes.training.train",
 )
 
 

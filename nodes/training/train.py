@@ -1,0 +1,458 @@
+"""TrainLoraNode, LoraModelLoader, SaveLoRA and LossGraphNode (ComfyUI's names, inputs and outputs),
+plus FluxLoraTrainingOptions, the companion node for what ComfyUI's trainer lacks.
+
+TrainLoraNode runs `models.training.train` inside one node execution: a progress bar per step,
+the loss (raw, smoothed, fixed-timestep evaluation) pushed to the clients as `fluxloom.training`
+messages, validation images every N steps as progress previews (on an optional separate inference
+base), periodic atomic saves, and a stop from the UI that ends the run after the current step,
+saves LoRA + resume state and then interrupts the prompt.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from executor.errors import Interrupted
+from executor.schema import (
+    PROMPT_HIDDEN,
+    SEED_MAX,
+    Boolean,
+    Combo,
+    Float,
+    Int,
+    Node,
+    NodeOutput,
+    Output,
+    Schema,
+    String,
+    Typed,
+)
+from models.patches import ModelHandle
+from models.training import Sample, StepReport, TrainConfig, TrainingData, TrainResult, train
+from models.training.checkpoint import (
+    TrainState,
+    load_state,
+    read_safetensors,
+    save_safetensors,
+    save_state,
+    state_path_for,
+    to_torch_dtype,
+)
+from models.training.config import LOSS_TARGETS, LR_SCHEDULES, TARGET_PRESETS, TIMESTEP_SAMPLINGS
+from models.training.export import lora_patches
+from models.training.validate import sample_latents
+from nodes.image.files import save_images
+from nodes.latent import vae_ops
+from nodes.runtime.channel import CHANNEL
+from nodes.runtime.device import use_models
+from nodes.runtime.file_paths import folder_for, save_target
+from nodes.runtime.services import Ctx
+
+log = logging.getLogger(__name__)
+
+NONE_LORA = "[None]"
+TRAINING = "model/training"
+MESSAGE = "fluxloom.training"
+
+
+class TrainedLora(dict):  # type: ignore[type-arg]
+    """LORA_MODEL: file-form tensors (ComfyUI keys) + the metadata and resume state to save with them."""
+
+    metadata: dict[str, str]
+    state: TrainState | None
+
+
+def _lora_choices(services: Any) -> list[str]:
+    paths = getattr(services, "model_paths", None)
+    try:
+        names = list(paths.list_models("loras")) if paths is not None else []
+    except Exception:  # noqa: BLE001 - a missing folder kind lists nothing
+        names = []
+    return [*names, NONE_LORA]
+
+
+class FluxLoraTrainingOptions(Node):
+    schema = Schema(
+        "FluxLoraTrainingOptions", display_name="FLUX LoRA Training Options", category=TRAINING,
+        description="Settings Train LoRA lacks in ComfyUI: FLUX guidance, flow-matching target and timestep "
+                    "sampling, LR schedule, clipping, EMA, caption dropout, targets, evaluation, validation, saves.",
+        inputs=(
+            Float("guidance", 1.0, min=0.0, max=100.0, step=0.1, tooltip="Guidance the model sees while training."),
+            Combo("timestep_sampling", TIMESTEP_SAMPLINGS, "flux_shift",
+                  tooltip="flux_shift: sigmoid times shifted by the resolution's mu (FLUX's own schedule)."),
+            Float("discrete_flow_shift", 3.1582, min=0.01, max=100.0, step=0.01, tooltip="Shift for 'shift'."),
+            Float("sigmoid_scale", 1.0, min=0.01, max=10.0, step=0.01),
+            Combo("loss_target", LOSS_TARGETS, "velocity",
+                  tooltip="velocity: flow matching; x0: ComfyUI's denoised-image loss."),
+            Combo("lr_schedule", LR_SCHEDULES, "constant"),
+            Int("warmup_steps", 0, min=0, max=100000),
+            Float("max_grad_norm", 1.0, min=0.0, max=1000.0, step=0.01, tooltip="0 disables clipping."),
+            Float("ema_decay", 0.0, min=0.0, max=0.9999, step=0.0001, tooltip="0 disables EMA."),
+            Float("caption_dropout", 0.0, min=0.0, max=0.99, step=0.01),
+            Float("network_alpha", 1.0, min=0.01, max=1024.0, step=0.01, tooltip="Scale = alpha / rank."),
+            Combo("targets", TARGET_PRESETS, "all_linear"),
+            Int("eval_every", 0, min=0, max=100000, tooltip="Fixed-timestep evaluation loss every N steps."),
+            Int("validate_every", 0, min=0, max=100000, tooltip="Validation images every N steps."),
+            Int("validation_steps", 8, min=1, max=100),
+            Int("validation_width", 512, min=16, max=4096, step=16),
+            Int("validation_height", 512, min=16, max=4096, step=16),
+            Int("validation_seed", 0, min=0, max=SEED_MAX),
+            Int("save_every", 0, min=0, max=100000, tooltip="Save LoRA + resume state every N steps."),
+            String("checkpoint_prefix", "loras/ComfyUI_trained_lora", tooltip="Where periodic saves go (output)."),
+            Combo("key_style", ("comfyui", "kohya"), "comfyui"),
+        ),
+        outputs=(Output("TRAINING_OPTIONS", "options"),),
+    )  # fmt: skip
+
+    @classmethod
+    def execute(cls, **options: Any) -> tuple[dict[str, Any]]:
+        return (dict(options),)
+
+
+def _samples(latents: list[Mapping[str, Any]], positive: list[list[Any]]) -> list[Sample]:
+    flat_latents: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+    for latent in latents:
+        samples, masks = latent["samples"], latent.get("loss_mask")
+        flat_latents.extend(
+            (samples[i], None if masks is None else masks[i, 0]) for i in range(samples.shape[0])
+        )
+    conds = [entry for cond in positive for entry in cond]
+    if len(conds) == 1:
+        conds = conds * len(flat_latents)
+    if len(conds) != len(flat_latents):
+        raise ValueError(f"{len(conds)} positive conditionings for {len(flat_latents)} latents")
+    out = []
+    for (lat, mask), (context, options) in zip(flat_latents, conds):
+        pooled = options.get("pooled_output")
+        if pooled is None:
+            raise ValueError("training conditioning needs a pooled_output (CLIP-L); encode with a FLUX CLIP")
+        out.append(Sample(lat.float(), context[0].float(), pooled.reshape(-1).float(), mask,
+                          options.get("guidance")))  # fmt: skip
+    return out
+
+
+def _existing(ctx: Ctx, name: str) -> tuple[Path, dict[str, torch.Tensor], int]:
+    paths = ctx.services.model_paths
+    if paths is None:
+        raise RuntimeError("existing_lora needs the model folders (no model paths configured)")
+    path = paths.resolve("loras", name)
+    tensors, _meta = read_safetensors(path)
+    match = re.search(r"_(\d+)_steps", Path(name).name)
+    return path, tensors, int(match.group(1)) if match else 0
+
+
+def _algorithm_of(tensors: Mapping[str, torch.Tensor]) -> tuple[str, int, float]:
+    for key, t in tensors.items():
+        if key.endswith(".lora_down.weight"):
+            algo, rank = "LoRA", t.shape[0]
+        elif key.endswith(".hada_w1_b"):
+            algo, rank = "LoHa", t.shape[0]
+        elif key.endswith(".lokr_w2_b"):
+            algo, rank = "LoKr", t.shape[0]
+        else:
+            continue
+        alpha_key = key.rsplit(".", 2 if key.endswith(".weight") else 1)[0] + ".alpha"
+        return algo, int(rank), float(tensors[alpha_key]) if alpha_key in tensors else float(rank)
+    raise ValueError("existing_lora holds no LoRA / LoHa / LoKr tensors")
+
+
+def _jpeg(image: torch.Tensor) -> bytes:
+    arr = (image[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+class TrainLoraNode(Node):
+    schema = Schema(
+        "TrainLoraNode", display_name="Train LoRA", category=TRAINING, experimental=True, is_input_list=True,
+        description="Train a LoRA on latents + conditionings (whole run inside this node). FLUX defaults: "
+                    "guidance 1.0, flow-matching velocity loss, resolution-shifted timesteps; more settings "
+                    "in FLUX LoRA Training Options.",
+        inputs=(
+            Typed("model", "MODEL", tooltip="The model to train the LoRA on."),
+            Typed("latents", "LATENT", tooltip="The latents to train on (the dataset)."),
+            Typed("positive", "CONDITIONING", tooltip="The positive conditioning to use for training."),
+            Int("batch_size", 1, min=1, max=10000, tooltip="The batch size to use for training."),
+            Int("grad_accumulation_steps", 1, min=1, max=1024, tooltip="Gradient accumulation steps."),
+            Int("steps", 16, min=1, max=100000, tooltip="The number of steps to train the LoRA for."),
+            Float("learning_rate", 0.0005, min=0.0000001, max=1.0, step=0.0000001, tooltip="The learning rate."),
+            Int("rank", 8, min=1, max=128, tooltip="The rank of the LoRA layers."),
+            Combo("optimizer", ("AdamW", "Adam", "SGD", "RMSprop"), "AdamW", tooltip="The optimizer."),
+            Combo("loss_function", ("MSE", "L1", "Huber", "SmoothL1"), "MSE", tooltip="The loss function."),
+            Int("seed", 0, min=0, max=SEED_MAX, tooltip="Seed for LoRA initialisation, noise and timesteps."),
+            Combo("training_dtype", ("bf16", "fp32", "none"), "bf16",
+                  tooltip="bf16: autocast on CUDA (CPU trains in fp32); fp32/none: the model's own dtype."),
+            Combo("lora_dtype", ("bf16", "fp32"), "bf16", tooltip="dtype of the output LoRA (trained in fp32)."),
+            Boolean("quantized_backward", False, tooltip="Accepted for compatibility: adapters never modify "
+                    "the base weights, so quantized bases always train through them."),
+            Combo("algorithm", ("LoRA", "LoHa", "LoKr"), "LoRA", tooltip="The adapter algorithm."),
+            Boolean("gradient_checkpointing", True, tooltip="Recompute block activations in the backward pass."),
+            Int("checkpoint_depth", 1, min=1, max=5, tooltip="Accepted for compatibility; whole blocks are "
+                "checkpointed."),
+            Boolean("offloading", False, tooltip="Accepted; weight placement is the memory manager's job."),
+            Combo("existing_lora", _lora_choices, NONE_LORA,
+                  tooltip="Continue a LoRA; with its .state.safetensors beside it, resume exactly."),
+            Boolean("bucket_mode", False, tooltip="Accepted; equal-size samples are always batched together."),
+            Boolean("bypass_mode", False, tooltip="Accepted; adapters always run as forward hooks."),
+            Typed("options", "TRAINING_OPTIONS", optional=True, tooltip="FLUX LoRA Training Options."),
+            Typed("inference_model", "MODEL", optional=True,
+                  tooltip="Validate on this base (e.g. FLUX-dev when training on a de-distilled base)."),
+            Typed("vae", "VAE", optional=True, tooltip="Decodes validation images."),
+            Typed("validation_conditioning", "CONDITIONING", optional=True, tooltip="Prompt of validation images."),
+        ),
+        outputs=(Output("LORA_MODEL", "lora", tooltip="LoRA weights"),
+                 Output("LOSS_MAP", "loss_map", tooltip="Loss history"),
+                 Output("INT", "steps", tooltip="Total training steps")),
+    )  # fmt: skip
+
+    @classmethod
+    def execute(cls, ctx: Ctx, **inputs: list[Any]) -> NodeOutput:
+        one = {k: v[0] for k, v in inputs.items() if k not in ("latents", "positive") and v}
+        opts: dict[str, Any] = dict(one.get("options") or {})
+        handle: ModelHandle = one["model"]
+        data = TrainingData(tuple(_samples(inputs["latents"], inputs["positive"])))
+        cfg = TrainConfig(
+            steps=one["steps"], batch_size=one["batch_size"], grad_accumulation_steps=one["grad_accumulation_steps"],
+            learning_rate=one["learning_rate"], optimizer=one["optimizer"], loss_function=one["loss_function"],
+            seed=one["seed"], algorithm=one["algorithm"], rank=one["rank"], lora_dtype=one["lora_dtype"],
+            training_dtype=one["training_dtype"], gradient_checkpointing=one["gradient_checkpointing"],
+            guidance=opts.get("guidance", 1.0), timestep_sampling=opts.get("timestep_sampling", "flux_shift"),
+            discrete_flow_shift=opts.get("discrete_flow_shift", 3.1582), sigmoid_scale=opts.get("sigmoid_scale", 1.0),
+            loss_target=opts.get("loss_target", "velocity"), lr_schedule=opts.get("lr_schedule", "constant"),
+            warmup_steps=opts.get("warmup_steps", 0), max_grad_norm=opts.get("max_grad_norm", 0.0),
+            ema_decay=opts.get("ema_decay", 0.0), caption_dropout=opts.get("caption_dropout", 0.0),
+            alpha=opts.get("network_alpha", 1.0), targets=opts.get("targets", "all_linear"),
+            eval_every=opts.get("eval_every", 0), validate_every=opts.get("validate_every", 0),
+            save_every=opts.get("save_every", 0), key_style=opts.get("key_style", "comfyui"),
+        )  # fmt: skip
+        resume: TrainState | None = None
+        offset = 0  # steps a weights-only existing LoRA had (its file name says how many)
+        if one.get("existing_lora", NONE_LORA) != NONE_LORA:
+            path, tensors, file_steps = _existing(ctx, one["existing_lora"])
+            algorithm, rank, alpha = _algorithm_of(tensors)
+            cfg = cfg.replace(algorithm=algorithm, rank=rank, alpha=alpha)
+            if state_path_for(path).is_file():  # exact resume: continue the run for `steps` more steps
+                resume = load_state(state_path_for(path))
+                cfg = cfg.replace(steps=resume.step + cfg.steps)
+            else:
+                resume, offset = TrainState(adapters=tensors), file_steps
+        if cfg.training_dtype == "bf16":
+            device_type = next(handle.module.parameters()).device.type
+            memory = ctx.services.memory
+            if (memory.device.type if memory is not None else device_type) == "cpu":
+                cfg = cfg.replace(training_dtype="fp32")
+        if one.get("inference_model") is None:
+            inference: ModelHandle = handle
+        else:
+            inference = one["inference_model"]
+        if handle.patches:
+            log.warning(
+                "TrainLoraNode: the model carries %d patches; training uses its base weights",
+                len(handle.patches),
+            )
+
+        settings = ctx.services.settings
+        # periodic saves and the save on interrupt go here
+        target = save_target(
+            folder_for(settings, "output"), str(opts.get("checkpoint_prefix", "loras/ComfyUI_trained_lora"))
+        )
+        checkpoint_dir, checkpoint_name = target.folder, target.name
+        validation_images: list[torch.Tensor] = []
+        client = CHANNEL.current_client()
+
+        def on_step(report: StepReport) -> None:
+            ctx.report_progress(report.step, report.total)
+            CHANNEL.send_json(MESSAGE, {
+                "prompt_id": ctx.prompt_id, "node": ctx.node_id, "step": report.step + offset, "total": report.total, "loss": report.loss, "smoothed": report.smoothed,
+                "eval_loss": report.eval_loss, "lr": report.lr, "grad_norm": report.grad_norm,
+            }, client)  # fmt: skip
+
+        def on_validate(step: int, adapters: Any) -> None:
+            cond = one.get("validation_conditioning")
+            vae = one.get("vae")
+            if cond is None or vae is None:
+                return
+            context, extra = cond[0]
+            hw = (int(opts.get("validation_height", 512)) // 8, int(opts.get("validation_width", 512)) // 8)
+            hooked = inference.module is not handle.module
+            if hooked:
+                adapters.hook_into(inference.module)
+            try:
+                latent = sample_latents(
+                    inference.module,
+                    context[0],
+                    extra["pooled_output"],
+                    latent_hw=hw,
+                    steps=int(opts.get("validation_steps", 8)),
+                    guidance=extra.get("guidance", 3.5),
+                    seed=int(opts.get("validation_seed", 0)),
+                )
+            finally:
+                if hooked:
+                    adapters.detach_from(inference.module)
+            image = vae_ops.decode(ctx, vae, latent)
+            validation_images.append(image)
+            ctx.report_progress(step, cfg.steps, _jpeg(image))
+
+        modules = [handle.module] + ([] if inference.module is handle.module else [inference.module])
+        with use_models(ctx, *modules):
+            result: TrainResult = train(
+                handle.module, data, cfg, resume=resume, checkpoint_dir=checkpoint_dir if cfg.save_every else None,
+                checkpoint_name=checkpoint_name, on_step=on_step, on_validate=on_validate,
+                should_stop=ctx.should_stop,
+                metadata={"fluxloom.training_base": str(handle.options.source or ""),
+                          "fluxloom.inference_base": str(inference.options.source or "")},
+            )  # fmt: skip
+        total_steps = result.state.step + offset
+        dtype = to_torch_dtype(cfg.lora_dtype)
+        lora = TrainedLora({k: v if k.endswith(".alpha") else v.to(dtype) for k, v in result.lora.items()})
+        lora.metadata, lora.state = dict(result.metadata), result.state
+        if result.stopped:
+            path = Path(checkpoint_dir) / f"{checkpoint_name}_{total_steps}_steps_interrupted.safetensors"
+            write_lora(path, lora)
+            raise Interrupted(
+                f"training stopped after step {total_steps}; saved {path.name} and its resume state"
+            )
+        loss_map = {"loss": list(result.state.losses), "eval": [list(e) for e in result.state.eval_losses]}
+        ui: dict[str, Any] = {"text": [f"{total_steps} steps, final loss {result.state.losses[-1]:.4f}"]}
+        if validation_images:
+            ui["images"] = save_images(
+                torch.cat(validation_images),
+                folder_for(settings, "temp"),
+                "fluxloom_validation",
+                folder_type="temp",
+                compress_level=1,
+            )
+        return NodeOutput.of(lora, loss_map, total_steps, ui=ui)
+
+
+def write_lora(path: Path, lora: Mapping[str, torch.Tensor]) -> Path:
+    """The LoRA file (atomic) and, when the LoRA carries one, its resume state beside it."""
+    metadata = dict(getattr(lora, "metadata", {}) or {})
+    save_safetensors(path, dict(lora), metadata)
+    state = getattr(lora, "state", None)
+    if state is not None:
+        save_state(state_path_for(path), state)
+    return path
+
+
+class LoraModelLoader(Node):
+    schema = Schema(
+        "LoraModelLoader", display_name="Load LoRA Model", category="model/loaders", experimental=True,
+        inputs=(Typed("model", "MODEL", tooltip="The diffusion model the LoRA will be applied to."),
+                Typed("lora", "LORA_MODEL", tooltip="The LoRA model to apply to the diffusion model."),
+                Float("strength_model", 1.0, min=-100.0, max=100.0,
+                      tooltip="How strongly to modify the diffusion model. This value can be negative."),
+                Boolean("bypass", False, tooltip="Apply as forward-time adapters instead of editing weights.")),
+        outputs=(Output("MODEL", "model", tooltip="The modified diffusion model."),),
+    )  # fmt: skip
+
+    @classmethod
+    def execute(cls, model: ModelHandle, lora: Mapping[str, torch.Tensor], strength_model: float,
+                bypass: bool = False) -> tuple[ModelHandle]:  # fmt: skip
+        if strength_model == 0:
+            return (model,)
+        out = model.with_patches(*lora_patches(lora, strength_model, source="trained LoRA"))
+        if bypass:
+            from models.patching import BYPASS_OPTION
+
+            out = out.with_options(extras={**dict(out.options.extras), BYPASS_OPTION: True})
+        return (out,)
+
+
+class SaveLoRA(Node):
+    schema = Schema(
+        "SaveLoRA", display_name="Save LoRA Weights", category="model/loaders", experimental=True,
+        is_output_node=True,
+        inputs=(Typed("lora", "LORA_MODEL", tooltip="The LoRA model to save."),
+                String("prefix", "loras/ComfyUI_trained_lora", tooltip="The prefix to use for the saved LoRA file."),
+                Int("steps", optional=True, min=0, max=2**31 - 1,
+                    tooltip="Optional: the number of steps the LoRA was trained for, used in the file name.")),
+        outputs=(),
+    )  # fmt: skip
+
+    @classmethod
+    def execute(
+        cls, ctx: Ctx, lora: Mapping[str, torch.Tensor], prefix: str, steps: int | None = None
+    ) -> NodeOutput:
+        target = save_target(folder_for(ctx.services.settings, "output"), prefix)
+        middle = f"_{steps}_steps" if steps is not None else ""
+        path = target.folder / f"{target.name}{middle}_{target.counter:05}_.safetensors"
+        write_lora(path, lora)
+        log.info("saved LoRA %s", path)
+        sub = f"{target.subfolder}/" if target.subfolder else ""
+        return NodeOutput.of(ui={"text": [f"{sub}{path.name}"]})
+
+
+def draw_loss_graph(loss_map: Mapping[str, Any], width: int = 800, height: int = 480) -> Image.Image:
+    """Raw loss (grey), exponential moving average (blue) and evaluation loss points (red)."""
+    values = [float(v) for v in loss_map["loss"]]
+    margin = 48
+    img = Image.new("RGB", (width + margin, height + margin), "white")
+    draw = ImageDraw.Draw(img)
+    evals = [(int(s), float(v)) for s, v in loss_map.get("eval", [])]
+    every = values + [v for _, v in evals]
+    low, high = min(every), max(every)
+    span = (high - low) or 1.0
+
+    def point(i: float, v: float) -> tuple[int, int]:
+        x = margin + int(i / max(len(values) - 1, 1) * (width - 1))
+        return x, int((height - 1) - (v - low) / span * (height - 1))
+
+    smoothed, ema = [], values[0]
+    for v in values:
+        ema = 0.9 * ema + 0.1 * v
+        smoothed.append(ema)
+    if len(values) > 1:
+        draw.line([point(i, v) for i, v in enumerate(values)], fill=(180, 180, 180), width=1)
+        draw.line([point(i, v) for i, v in enumerate(smoothed)], fill="blue", width=2)
+    for s, v in evals:
+        x, y = point(s - 1, v)
+        draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill="red")
+    draw.line([(margin, 0), (margin, height)], fill="black", width=2)
+    draw.line([(margin, height), (width + margin, height)], fill="black", width=2)
+    draw.text((2, 0), f"{high:.3g}", fill="black")
+    draw.text((2, height - 12), f"{low:.3g}", fill="black")
+    draw.text((width // 2, height + 16), f"steps (1..{len(values)})", fill="black")
+    return img
+
+
+class LossGraphNode(Node):
+    schema = Schema(
+        "LossGraphNode", display_name="Plot Loss Graph", category=TRAINING, experimental=True, is_output_node=True,
+        inputs=(Typed("loss", "LOSS_MAP", tooltip="Loss map from training node."),
+                String("filename_prefix", "loss_graph", tooltip="Prefix for the saved loss graph image.")),
+        outputs=(), hidden=PROMPT_HIDDEN,
+    )  # fmt: skip
+
+    @classmethod
+    def execute(cls, ctx: Ctx, loss: Mapping[str, Any], filename_prefix: str, prompt: Any = None,
+                extra_pnginfo: Any = None) -> NodeOutput:  # fmt: skip
+        if not loss.get("loss"):
+            raise ValueError("the loss map is empty")
+        img = draw_loss_graph(loss)
+        image = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)[None]
+        results = save_images(
+            image,
+            folder_for(ctx.services.settings, "temp"),
+            filename_prefix,
+            folder_type="temp",
+            compress_level=1,
+            prompt=prompt,
+            extra_pnginfo=extra_pnginfo,
+        )
+        return NodeOutput.of(ui={"images": results, "loss": [json.dumps(loss["loss"][-1])]})
+
+
+NODES = (TrainLoraNode, FluxLoraTrainingOptions, LoraModelLoader, SaveLoRA, LossGraphNode)
