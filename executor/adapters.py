@@ -93,6 +93,7 @@ def type_name(kind: Any) -> str:
         return COMBO
     return str.__str__(kind) if isinstance(kind, str) else str(kind)
 
+
 # Spec option keys (ComfyUI spelling) that map onto Input fields; the rest pass through in `extra`.
 _SPEC_FIELDS = {
     "default": "default",

@@ -17,7 +17,9 @@ _LAZY_MAPPINGS = {"NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"}
 
 
 def __getattr__(name: str) -> Any:
-    if name.startswith("_") or (name.islower() and name != "common_ksampler"):  # submodules and private names are imported, not made
+    if name.startswith("_") or (
+        name.islower() and name != "common_ksampler"
+    ):  # submodules and private names are imported, not made
         raise AttributeError(f"module 'nodes' has no attribute {name!r}")
     from nodes.compat import core_nodes
 

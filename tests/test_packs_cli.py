@@ -7,9 +7,23 @@ from tests.pack_server import PACKS
 
 
 def test_packs_command_lists_loaded_and_failed(tmp_path, capsys):
-    code = main.main(["packs", "--custom-nodes-dir", str(PACKS), "--models-dir", str(tmp_path / "models"),
-                      "--output-dir", str(tmp_path / "out"), "--input-dir", str(tmp_path / "in"),
-                      "--temp-dir", str(tmp_path / "temp"), "--user-dir", str(tmp_path / "user")])
+    code = main.main(
+        [
+            "packs",
+            "--custom-nodes-dir",
+            str(PACKS),
+            "--models-dir",
+            str(tmp_path / "models"),
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--input-dir",
+            str(tmp_path / "in"),
+            "--temp-dir",
+            str(tmp_path / "temp"),
+            "--user-dir",
+            str(tmp_path / "user"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 1
     lines = out.splitlines()
@@ -23,5 +37,7 @@ def test_packs_command_lists_loaded_and_failed(tmp_path, capsys):
 
 def test_packs_command_with_an_empty_folder(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("nodes.runtime.custom_loader.ENTRY_POINT_GROUPS", ())
-    code = main.main(["packs", "--custom-nodes-dir", str(tmp_path / "none"), "--models-dir", str(tmp_path / "m")])
+    code = main.main(
+        ["packs", "--custom-nodes-dir", str(tmp_path / "none"), "--models-dir", str(tmp_path / "m")]
+    )
     assert code == 0 and "no node packs found" in capsys.readouterr().out

@@ -35,7 +35,15 @@ def free_port() -> int:
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("packs_server")
     port = free_port()
-    args = [sys.executable, str(ROOT / "main.py"), "serve", "--port", str(port), "--custom-nodes-dir", str(PACKS)]
+    args = [
+        sys.executable,
+        str(ROOT / "main.py"),
+        "serve",
+        "--port",
+        str(port),
+        "--custom-nodes-dir",
+        str(PACKS),
+    ]
     for name in ("models", "input", "output", "temp", "user"):
         (root / name).mkdir()
         args += [f"--{name}-dir", str(root / name)]
@@ -77,8 +85,13 @@ def test_server_lists_packs_serves_their_routes_and_reports_memory(server):
     url, _ = server
     report = get_json(url + "api/fluxloom/packs")
     loaded = {p["name"] for p in report["packs"] if p["loaded"]}
-    assert {"fl_utility_pack", "fl_v3_pack", "fl_websocket_save", "comfyui_tooling_nodes",
-            "ComfyUI_Ib_CustomNodes"} <= loaded
+    assert {
+        "fl_utility_pack",
+        "fl_v3_pack",
+        "fl_websocket_save",
+        "comfyui_tooling_nodes",
+        "ComfyUI_Ib_CustomNodes",
+    } <= loaded
     assert [p["name"] for p in report["packs"] if not p["loaded"]] == ["fl_broken_pack"]
     assert get_json(url + "fl_utility/echo?text=hi") == {"echo": "hi"}
     assert get_json(url + "etn/model_info") == {}
@@ -95,13 +108,18 @@ def test_websocket_client_gets_images_and_pack_messages(server):
         async with aiohttp.ClientSession() as session:
             async with session.ws_connect(url + "ws?clientId=wsclient") as ws:
                 prompt = {
-                    "1": {"class_type": "ETN_LoadImageBase64", "inputs": {"image": png_base64((6, 4), (9, 99, 199))}},
+                    "1": {
+                        "class_type": "ETN_LoadImageBase64",
+                        "inputs": {"image": png_base64((6, 4), (9, 99, 199))},
+                    },
                     "2": {"class_type": "SaveImageWebsocket", "inputs": {"images": ["1", 0]}},
                     "3": {"class_type": "ETN_SendImageWebSocket", "inputs": {"images": ["1", 0]}},
                     "4": {"class_type": "FLSaveImageWebsocket", "inputs": {"images": ["1", 0]}},
                     "5": {"class_type": "NotifyFL", "inputs": {"text": "bye"}},
                 }
-                async with session.post(url + "prompt", json={"prompt": prompt, "client_id": "wsclient"}) as reply:
+                async with session.post(
+                    url + "prompt", json={"prompt": prompt, "client_id": "wsclient"}
+                ) as reply:
                     assert reply.status == 200, await reply.text()
                     prompt_id = (await reply.json())["prompt_id"]
                 seen: list = []
@@ -112,8 +130,11 @@ def test_websocket_client_gets_images_and_pack_messages(server):
                         continue
                     data = json.loads(message.data)
                     seen.append(data)
-                    if data["type"] == "executing" and data["data"]["node"] is None \
-                            and data["data"].get("prompt_id") == prompt_id:
+                    if (
+                        data["type"] == "executing"
+                        and data["data"]["node"] is None
+                        and data["data"].get("prompt_id") == prompt_id
+                    ):
                         return seen
 
     seen = asyncio.run(run())
@@ -131,7 +152,8 @@ def test_comfyscript_virtual_mode_runs_pack_nodes(server, tmp_path):
     pytest.importorskip("comfy_script", reason="comfy-script is not installed")
     url, root = server
     script = tmp_path / "client.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import json
         from comfy_script.runtime import load, Workflow
         load({url!r})
@@ -143,10 +165,13 @@ def test_comfyscript_virtual_mode_runs_pack_nodes(server, tmp_path):
             saved = SaveImage(inverted, 'comfyscript')
         images = saved.wait()
         print('RESULT ' + json.dumps({{'sizes': [i.size for i in images], 'pixel': images[0].getpixel((0, 0))}}))
-    """))
-    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    """)
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=180
+    )
     line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
     assert line is not None, done.stdout[-2000:] + done.stderr[-2000:]
-    result = json.loads(line[len("RESULT "):])
+    result = json.loads(line[len("RESULT ") :])
     assert result == {"sizes": [[8, 6]], "pixel": [245, 235, 225]}
     assert (root / "output" / "comfyscript_00001_.png").is_file()

@@ -36,9 +36,16 @@ async def test_packs_load_and_failures_are_isolated(tmp_path):
     broken = packs["fl_broken_pack"].error
     assert "MissingComfyFeature" in broken and "'fl_broken_pack'" in broken
     assert "comfy.sd.load_checkpoint_guess_config" in broken
-    assert set(packs["fl_utility_pack"].nodes) == {"ImageResizeFL", "MaskPreviewFL", "SamplerSelectorFL",
-                                                   "NotifyFL", "AnySwitchFL", "DisplayAnyFL", "RandomFloatFL",
-                                                   "RepeatFL"}
+    assert set(packs["fl_utility_pack"].nodes) == {
+        "ImageResizeFL",
+        "MaskPreviewFL",
+        "SamplerSelectorFL",
+        "NotifyFL",
+        "AnySwitchFL",
+        "DisplayAnyFL",
+        "RandomFloatFL",
+        "RepeatFL",
+    }
     assert set(packs["fl_v3_pack"].nodes) == {"FL_InvertV3", "FL_LabelV3"}
     async with serve_packs(services) as client:
         listed = await (await client.get("/api/fluxloom/packs")).json()
@@ -54,10 +61,18 @@ async def test_packs_load_and_failures_are_isolated(tmp_path):
         assert "fl_utility_pack" in await (await client.get("/extensions/fl_utility_pack/utility.js")).text()
         info = await (await client.get("/object_info")).json()
         selector = info["SamplerSelectorFL"]
-        assert selector["output"] == ["COMBO", "COMBO"] and selector["python_module"] == "custom_nodes.fl_utility_pack"
-        assert selector["input"]["required"]["sampler_name"][0] == info["KSampler"]["input"]["required"][
-            "sampler_name"][0]
-        assert info["AnySwitchFL"]["output"] == ["*"] and info["DisplayAnyFL"]["input"]["required"]["source"][0] == "*"
+        assert (
+            selector["output"] == ["COMBO", "COMBO"]
+            and selector["python_module"] == "custom_nodes.fl_utility_pack"
+        )
+        assert (
+            selector["input"]["required"]["sampler_name"][0]
+            == info["KSampler"]["input"]["required"]["sampler_name"][0]
+        )
+        assert (
+            info["AnySwitchFL"]["output"] == ["*"]
+            and info["DisplayAnyFL"]["input"]["required"]["source"][0] == "*"
+        )
         assert info["FL_InvertV3"]["input"]["required"]["mode"][1]["options"] == ["rgb", "luma"]
         assert info["ImageResizeFL"]["display_name"] == "ImageResizeFL (FL)"
 
@@ -68,8 +83,10 @@ async def test_fixture_nodes_run_through_the_server(tmp_path):
     image_file(Path(services.settings.input_dir), "red.png")
     prompt = {
         "load": {"class_type": "LoadImage", "inputs": {"image": "red.png"}},
-        "resize": {"class_type": "ImageResizeFL",
-                   "inputs": {"image": ["load", 0], "width": 8, "height": 6, "method": "area"}},
+        "resize": {
+            "class_type": "ImageResizeFL",
+            "inputs": {"image": ["load", 0], "width": 8, "height": 6, "method": "area"},
+        },
         # Wildcard sockets of both forms take an IMAGE and pass it on.
         "switch": {"class_type": "AnySwitchFL", "inputs": {"any_2": ["resize", 0]}},
         "show": {"class_type": "DisplayAnyFL", "inputs": {"source": ["switch", 0]}},
@@ -78,7 +95,10 @@ async def test_fixture_nodes_run_through_the_server(tmp_path):
         "label": {"class_type": "FL_LabelV3", "inputs": {"text": "ab", "repeat": 2}},
         "mask": {"class_type": "MaskPreviewFL", "inputs": {"mask": ["load", 1]}},
         "notify": {"class_type": "NotifyFL", "inputs": {"text": "hello"}},
-        "sel": {"class_type": "SamplerSelectorFL", "inputs": {"sampler_name": "euler", "scheduler": "simple"}},
+        "sel": {
+            "class_type": "SamplerSelectorFL",
+            "inputs": {"sampler_name": "euler", "scheduler": "simple"},
+        },
         "repeat": {"class_type": "RepeatFL", "inputs": {"value": ["sel", 0], "count": 3}},
         "shown": {"class_type": "DisplayAnyFL", "inputs": {"source": ["repeat", 0]}},
     }
@@ -105,7 +125,9 @@ async def test_fixture_nodes_run_through_the_server(tmp_path):
     json_messages = [m for m in messages if isinstance(m, dict)]
     notify = [m for m in json_messages if m["type"] == "fl_utility.notify"]
     assert notify == [{"type": "fl_utility.notify", "data": {"text": "hello", "node": "notify"}}]
-    resize_progress = [m["data"] for m in json_messages if m["type"] == "progress" and m["data"]["node"] == "resize"]
+    resize_progress = [
+        m["data"] for m in json_messages if m["type"] == "progress" and m["data"]["node"] == "resize"
+    ]
     assert resize_progress and resize_progress[-1]["value"] == 1 and resize_progress[-1]["max"] == 1
 
 
@@ -113,16 +135,26 @@ async def test_fixture_nodes_run_through_the_server(tmp_path):
 async def test_validate_inputs_and_is_changed_of_a_pack(tmp_path):
     services, _ = load(tmp_path, [PACKS])
     async with serve_packs(services) as client:
-        bad = await client.post("/prompt", json={"prompt": {
-            "r": {"class_type": "RandomFloatFL", "inputs": {"scale": -1.0}},
-            "s": {"class_type": "DisplayAnyFL", "inputs": {"source": ["r", 0]}}}})
+        bad = await client.post(
+            "/prompt",
+            json={
+                "prompt": {
+                    "r": {"class_type": "RandomFloatFL", "inputs": {"scale": -1.0}},
+                    "s": {"class_type": "DisplayAnyFL", "inputs": {"source": ["r", 0]}},
+                }
+            },
+        )
         assert bad.status == 400
         assert "scale must not be negative" in await bad.text()
-        blank = await client.post("/prompt", json={"prompt": {
-            "l": {"class_type": "FL_LabelV3", "inputs": {"text": "  ", "repeat": 1}}}})
+        blank = await client.post(
+            "/prompt",
+            json={"prompt": {"l": {"class_type": "FL_LabelV3", "inputs": {"text": "  ", "repeat": 1}}}},
+        )
         assert blank.status == 400 and "text must not be blank" in await blank.text()
-        prompt = {"r": {"class_type": "RandomFloatFL", "inputs": {"scale": 1.0}},
-                  "s": {"class_type": "DisplayAnyFL", "inputs": {"source": ["r", 0]}}}
+        prompt = {
+            "r": {"class_type": "RandomFloatFL", "inputs": {"scale": 1.0}},
+            "s": {"class_type": "DisplayAnyFL", "inputs": {"source": ["r", 0]}},
+        }
         ws = await client.ws_connect("/ws?clientId=c")
         await ws.receive_json()
         texts = []
@@ -139,9 +171,11 @@ async def test_validate_inputs_and_is_changed_of_a_pack(tmp_path):
 async def test_progress_bar_previews_reach_the_client_as_png_frames(tmp_path):
     services, _ = load(tmp_path, [PACKS])
     image_file(Path(services.settings.input_dir), "red.png", (5, 4))
-    prompt = {"load": {"class_type": "LoadImage", "inputs": {"image": "red.png"}},
-              "ws": {"class_type": "FLSaveImageWebsocket", "inputs": {"images": ["load", 0]}},
-              "builtin": {"class_type": "SaveImageWebsocket", "inputs": {"images": ["load", 0]}}}
+    prompt = {
+        "load": {"class_type": "LoadImage", "inputs": {"image": "red.png"}},
+        "ws": {"class_type": "FLSaveImageWebsocket", "inputs": {"images": ["load", 0]}},
+        "builtin": {"class_type": "SaveImageWebsocket", "inputs": {"images": ["load", 0]}},
+    }
     async with serve_packs(services) as client:
         ws = await client.ws_connect("/ws?clientId=pics")
         await ws.receive_json()
@@ -164,11 +198,13 @@ async def test_pack_folder_of_an_existing_install_with_relative_imports(tmp_path
     comfy = tmp_path / "ComfyUI" / "custom_nodes"
     shutil.copytree(PACKS / "fl_utility_pack", comfy / "borrowed_pack")
     (comfy / "borrowed_pack" / "py" / "extra.py").write_text("VALUE = 7\n")
-    (comfy / "borrowed_pack" / "__init__.py").write_text(textwrap.dedent("""
+    (comfy / "borrowed_pack" / "__init__.py").write_text(
+        textwrap.dedent("""
         from .py import logic_nodes
         from .py.extra import VALUE
         NODE_CLASS_MAPPINGS = {f"Borrowed{VALUE}": logic_nodes.AnySwitchFL}
-    """))
+    """)
+    )
     ours = tmp_path / "ours"
     ours.mkdir()
     shutil.copy(PACKS / "fl_websocket_save.py", ours / "single.py")
@@ -178,13 +214,16 @@ async def test_pack_folder_of_an_existing_install_with_relative_imports(tmp_path
     folders = [ours, *paths.folders["custom_nodes"]]
     registry = build_registry()
     report = load_custom_nodes(folders, registry)
-    assert {p.name: p.nodes for p in report.packs} == {"single": ("FLSaveImageWebsocket",),
-                                                       "borrowed_pack": ("Borrowed7",)}
+    assert {p.name: p.nodes for p in report.packs} == {
+        "single": ("FLSaveImageWebsocket",),
+        "borrowed_pack": ("Borrowed7",),
+    }
     assert registry["Borrowed7"].schema.python_module == "custom_nodes.borrowed_pack"
 
 
 def test_a_built_in_node_cannot_be_replaced(tmp_path):
-    (tmp_path / "greedy.py").write_text(textwrap.dedent("""
+    (tmp_path / "greedy.py").write_text(
+        textwrap.dedent("""
         class Fake:
             @classmethod
             def INPUT_TYPES(cls):
@@ -194,8 +233,8 @@ def test_a_built_in_node_cannot_be_replaced(tmp_path):
             def f(self):
                 return ()
         NODE_CLASS_MAPPINGS = {"SaveImage": Fake, "FakeOwn": Fake}
-    """))
+    """)
+    )
     registry = build_registry()
     report = load_custom_nodes(tmp_path, registry)
     assert report.packs[0].nodes == ("FakeOwn",) and registry["SaveImage"].source == "nodes"
-

@@ -31,9 +31,14 @@ from settings import Settings
 
 @pytest.fixture
 def host(tmp_path):
-    settings = Settings(models_dir=tmp_path / "models", input_dir=tmp_path / "input",
-                        output_dir=tmp_path / "output", temp_dir=tmp_path / "temp", user_dir=tmp_path / "user",
-                        custom_nodes_dir=tmp_path / "custom_nodes")
+    settings = Settings(
+        models_dir=tmp_path / "models",
+        input_dir=tmp_path / "input",
+        output_dir=tmp_path / "output",
+        temp_dir=tmp_path / "temp",
+        user_dir=tmp_path / "user",
+        custom_nodes_dir=tmp_path / "custom_nodes",
+    )
     for folder in ("input", "output", "temp"):
         (tmp_path / folder).mkdir()
     services = NodeServices(settings=settings, model_paths=ModelPaths.from_models_dir(settings.models_dir))
@@ -70,8 +75,11 @@ def test_folder_paths_over_model_paths(host, tmp_path):
     assert folder_paths.get_folder_paths("unet") == folder_paths.get_folder_paths("diffusion_models")
     assert folder_paths.get_filename_list("unet") == ["legacy.safetensors", "sub/new.sft"]
     assert folder_paths.get_full_path("diffusion_models", "sub/new.sft") == str(
-        (models / "diffusion_models" / "sub" / "new.sft").resolve())
-    assert folder_paths.get_full_path("loras", "../unet/legacy.safetensors") is None  # never leaves the folder
+        (models / "diffusion_models" / "sub" / "new.sft").resolve()
+    )
+    assert (
+        folder_paths.get_full_path("loras", "../unet/legacy.safetensors") is None
+    )  # never leaves the folder
     assert folder_paths.get_full_path("loras", "missing.safetensors") is None
     with pytest.raises(FileNotFoundError):
         folder_paths.get_full_path_or_raise("loras", "missing.safetensors")
@@ -83,7 +91,9 @@ def test_folder_paths_over_model_paths(host, tmp_path):
     folder_paths.add_model_folder_path("luts", str(tmp_path / "luts"))  # a new kind, as essentials does
     touch(tmp_path / "luts" / "film.cube")
     assert folder_paths.get_filename_list("luts") == ["film.cube"]
-    assert folder_paths.folder_names_and_paths["custom_nodes"][0] == [str((tmp_path / "custom_nodes").resolve())]
+    assert folder_paths.folder_names_and_paths["custom_nodes"][0] == [
+        str((tmp_path / "custom_nodes").resolve())
+    ]
 
 
 def test_annotated_paths_and_save_image_path(host, tmp_path):
@@ -91,7 +101,9 @@ def test_annotated_paths_and_save_image_path(host, tmp_path):
 
     output = str((tmp_path / "output").resolve())
     assert folder_paths.get_annotated_filepath("a.png [output]") == str(Path(output) / "a.png")
-    assert folder_paths.get_annotated_filepath("sub/a.png") == str((tmp_path / "input" / "sub" / "a.png").resolve())
+    assert folder_paths.get_annotated_filepath("sub/a.png") == str(
+        (tmp_path / "input" / "sub" / "a.png").resolve()
+    )
     assert folder_paths.get_annotated_filepath("a.png [temp]") == str((tmp_path / "temp" / "a.png").resolve())
     assert folder_paths.annotated_filepath("x.png") == ("x.png", None)
     with pytest.raises(ValueError):
@@ -100,20 +112,30 @@ def test_annotated_paths_and_save_image_path(host, tmp_path):
     assert folder_paths.exists_annotated_filepath("a.png [output]")
     assert not folder_paths.exists_annotated_filepath("../x.png [output]")
     folder, name, counter, subfolder, prefix = folder_paths.get_save_image_path("shots/img", output, 64, 32)
-    assert (folder, name, counter, subfolder, prefix) == (str(Path(output) / "shots"), "img", 1, "shots", "shots/img")
+    assert (folder, name, counter, subfolder, prefix) == (
+        str(Path(output) / "shots"),
+        "img",
+        1,
+        "shots",
+        "shots/img",
+    )
     touch(Path(folder) / "img_00007_.png")
     assert folder_paths.get_save_image_path("shots/img", output)[2] == 8
     assert folder_paths.get_save_image_path("%width%x%height%", output, 64, 32)[1] == "64x32"
     with pytest.raises(ValueError):
         folder_paths.get_save_image_path("../outside", output)
-    assert folder_paths.get_directory_by_type("output") == output and folder_paths.get_directory_by_type("x") is None
+    assert (
+        folder_paths.get_directory_by_type("output") == output
+        and folder_paths.get_directory_by_type("x") is None
+    )
 
 
 # --- placeholders --------------------------------------------------------------------------------
 def test_unknown_comfy_names_import_and_fail_when_used(host, tmp_path):
     pack = tmp_path / "custom_nodes" / "deep_pack"
     pack.mkdir(parents=True)
-    (pack / "__init__.py").write_text(textwrap.dedent("""
+    (pack / "__init__.py").write_text(
+        textwrap.dedent("""
         import comfy.ldm.flux.layers
         from comfy.model_patcher import ModelPatcher
         from comfy_extras.nodes_custom_sampler import SamplerCustom
@@ -132,7 +154,8 @@ def test_unknown_comfy_names_import_and_fail_when_used(host, tmp_path):
                 return (comfy.ldm.flux.layers.DoubleStreamBlock(1),)
 
         NODE_CLASS_MAPPINGS = {"DeepNode": Node}
-    """))
+    """)
+    )
     registry = NodeRegistry()
     report = load_custom_nodes(tmp_path / "custom_nodes", registry)
     assert report.packs[0].error is None and report.packs[0].nodes == ("DeepNode",)
@@ -247,8 +270,11 @@ def test_send_sync_json_binary_and_text_frames(host):
     from server import BinaryEventTypes, PromptServer
 
     sent: list = []
-    CHANNEL.connect(lambda kind, data, sid: sent.append(("json", kind, data, sid)),
-                    lambda frame, sid: sent.append(("bytes", frame, sid)), lambda: "client-1")
+    CHANNEL.connect(
+        lambda kind, data, sid: sent.append(("json", kind, data, sid)),
+        lambda frame, sid: sent.append(("bytes", frame, sid)),
+        lambda: "client-1",
+    )
     try:
         server = PromptServer.instance
         assert server.client_id == "client-1" and "custom_nodes_from_web" in server.supports
@@ -274,19 +300,32 @@ def test_nodes_module_serves_comfyui_api(host, tmp_path):
 
     assert nodes.MAX_RESOLUTION == 16384
     mappings = nodes.NODE_CLASS_MAPPINGS
-    assert {"SaveImage", "KSampler", "CLIPTextEncode", "VAEEncode", "CheckpointLoaderSimple"} <= mappings.keys()
+    assert {
+        "SaveImage",
+        "KSampler",
+        "CLIPTextEncode",
+        "VAEEncode",
+        "CheckpointLoaderSimple",
+    } <= mappings.keys()
     assert list(inspect.signature(nodes.CLIPTextEncode.encode).parameters) == ["self", "clip", "text"]
-    assert nodes.CLIPTextEncode.RETURN_TYPES == ("CONDITIONING",) and nodes.CLIPTextEncode.FUNCTION == "encode"
+    assert (
+        nodes.CLIPTextEncode.RETURN_TYPES == ("CONDITIONING",) and nodes.CLIPTextEncode.FUNCTION == "encode"
+    )
     assert list(nodes.VAEEncode.INPUT_TYPES()["required"]) == ["pixels", "vae"]
     assert nodes.LoraLoader.FUNCTION == "load_lora"  # subclassable even before a LoRA node exists
     # Calling a built-in the ComfyUI way runs ours.
     (latent,) = nodes.EmptyLatentImage().generate(64, 32, 2)
-    (expected,) = host_registry_type("EmptyLatentImage").invoke(ctx(), {"width": 64, "height": 32,
-                                                                        "batch_size": 2}).values
+    (expected,) = (
+        host_registry_type("EmptyLatentImage")
+        .invoke(ctx(), {"width": 64, "height": 32, "batch_size": 2})
+        .values
+    )
     assert torch.equal(latent["samples"], expected["samples"])
     image = torch.rand(1, 6, 8, 3)
     (scaled,) = nodes.ImageScale().upscale(image, "bilinear", 4, 3, "disabled")
-    torch.testing.assert_close(scaled, F.interpolate(image.movedim(-1, 1), size=(3, 4), mode="bilinear").movedim(1, -1))
+    torch.testing.assert_close(
+        scaled, F.interpolate(image.movedim(-1, 1), size=(3, 4), mode="bilinear").movedim(1, -1)
+    )
     with pytest.raises(AttributeError):
         nodes.NoSuchNodeAnywhere  # noqa: B018
 
@@ -305,14 +344,19 @@ def test_save_image_subclass_honours_its_folder_and_prefix(host, tmp_path):
             self.prefix_append = "_x"
             self.compress_level = 1
 
-    result = Saver().save_images(torch.zeros(2, 4, 4, 3), "shot", prompt={"1": {}}, extra_pnginfo={"workflow": {}})
+    result = Saver().save_images(
+        torch.zeros(2, 4, 4, 3), "shot", prompt={"1": {}}, extra_pnginfo={"workflow": {}}
+    )
     names = [i["filename"] for i in result["ui"]["images"]]
     assert names == ["shot_x_00001_.png", "shot_x_00002_.png"]
     assert all((tmp_path / "elsewhere" / n).is_file() for n in names)
     preview = nodes.PreviewImage().save_images(torch.zeros(1, 4, 4, 3))["ui"]["images"][0]
     assert preview["type"] == "temp" and "_temp_" in preview["filename"]
     node_type = v1_node_type("Saver", Saver, source="custom_nodes.x")  # registers like any pack node
-    assert node_type.schema.is_output_node and [h.kind for h in node_type.schema.hidden] == ["PROMPT", "EXTRA_PNGINFO"]
+    assert node_type.schema.is_output_node and [h.kind for h in node_type.schema.hidden] == [
+        "PROMPT",
+        "EXTRA_PNGINFO",
+    ]
 
 
 # --- wildcard types --------------------------------------------------------------------------------
@@ -332,7 +376,9 @@ class Plain(str):
     pass
 
 
-@pytest.mark.parametrize("kind", ["*", NeverUnequal("*"), NeverUnequal("any"), AlwaysEqual("*"), AlwaysEqual("")])
+@pytest.mark.parametrize(
+    "kind", ["*", NeverUnequal("*"), NeverUnequal("any"), AlwaysEqual("*"), AlwaysEqual("")]
+)
 def test_match_anything_types_of_every_form(kind):
     assert input_from_spec("x", (kind, {})).type == "*"
     assert input_from_spec("x", (kind,), optional=True).type == "*"
@@ -371,9 +417,13 @@ def test_wildcard_outputs_link_to_anything():
     registry = NodeRegistry()
     registry.register_v1("Source", Source)
     registry.register_v1("Sink", Sink)
-    prompt = {"1": {"class_type": "Source", "inputs": {}},
-              "2": {"class_type": "Sink", "inputs": {"image": ["1", 0], "anything": ["1", 0]}}}
-    assert Executor(registry).run_prompt(prompt, prompt_id="w").outputs == {"2": {"text": ["(1, 2, 2, 3) Tensor"]}}
+    prompt = {
+        "1": {"class_type": "Source", "inputs": {}},
+        "2": {"class_type": "Sink", "inputs": {"image": ["1", 0], "anything": ["1", 0]}},
+    }
+    assert Executor(registry).run_prompt(prompt, prompt_id="w").outputs == {
+        "2": {"text": ["(1, 2, 2, 3) Tensor"]}
+    }
 
 
 # --- execution graph helpers -----------------------------------------------------------------------
@@ -433,21 +483,32 @@ def test_graph_builder_expansion_and_execution_blocker(host):
     for cls in (Double, Expand, Gate, Show):
         registry.register_v1(cls.__name__, cls)
     executor = Executor(registry)
-    expand = {"1": {"class_type": "Expand", "inputs": {"value": 3}},
-              "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}}}
+    expand = {
+        "1": {"class_type": "Expand", "inputs": {"value": 3}},
+        "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}},
+    }
     assert executor.run_prompt(expand, prompt_id="e").outputs == {"2": {"value": [12]}}
     for is_open, expected in ((True, {"2": {"value": [5]}}), (False, {})):
-        gated = {"1": {"class_type": "Gate", "inputs": {"value": 5, "open": is_open}},
-                 "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}}}
+        gated = {
+            "1": {"class_type": "Gate", "inputs": {"value": 5, "open": is_open}},
+            "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}},
+        }
         assert executor.run_prompt(gated, prompt_id=f"g{is_open}").outputs == expected
 
 
 def test_v3_api_shapes():
     from comfy_api.latest import io
 
-    assert io.Int.Input("n", default=2, min=0, max=9, step=1).as_dict() == {"default": 2, "min": 0, "max": 9,
-                                                                           "step": 1}
-    assert io.Combo.Input("m", options=["a", "b"], default="b").as_dict() == {"default": "b", "options": ["a", "b"]}
+    assert io.Int.Input("n", default=2, min=0, max=9, step=1).as_dict() == {
+        "default": 2,
+        "min": 0,
+        "max": 9,
+        "step": 1,
+    }
+    assert io.Combo.Input("m", options=["a", "b"], default="b").as_dict() == {
+        "default": "b",
+        "options": ["a", "b"],
+    }
     assert io.String.Input("t", multiline=True).as_dict() == {"multiline": True}
     assert io.Custom("MY_TYPE").Input("x").get_io_type() == "MY_TYPE"
     assert io.AnyType.Output().get_io_type() == "*"

@@ -43,8 +43,13 @@ def test_both_packs_load_from_their_pip_install(tmp_path):
     _, packs = load_pip(tmp_path)
     assert packs[TOOLING].origin == "pip" and packs[IB].origin == "pip"
     assert packs[TOOLING].error is None and packs[IB].error is None
-    assert set(packs[TOOLING].nodes) == {"ETN_LoadImageBase64", "ETN_LoadMaskBase64", "ETN_SendImageWebSocket",
-                                         "ETN_CropImage", "ETN_ApplyMaskToImage"}
+    assert set(packs[TOOLING].nodes) == {
+        "ETN_LoadImageBase64",
+        "ETN_LoadMaskBase64",
+        "ETN_SendImageWebSocket",
+        "ETN_CropImage",
+        "ETN_ApplyMaskToImage",
+    }
     assert set(packs[IB].nodes) == {"LoadImageFromPath", "PILToImage", "PILToMask", "ImageToPIL"}
 
 
@@ -56,8 +61,14 @@ async def test_tooling_nodes_base64_image_in_websocket_png_out(tmp_path):
     buffer = io.BytesIO()
     source.save(buffer, format="PNG")
     prompt = {
-        "1": {"class_type": "ETN_LoadImageBase64", "inputs": {"image": base64.b64encode(buffer.getvalue()).decode()}},
-        "2": {"class_type": "ETN_CropImage", "inputs": {"image": ["1", 0], "x": 2, "y": 3, "width": 4, "height": 4}},
+        "1": {
+            "class_type": "ETN_LoadImageBase64",
+            "inputs": {"image": base64.b64encode(buffer.getvalue()).decode()},
+        },
+        "2": {
+            "class_type": "ETN_CropImage",
+            "inputs": {"image": ["1", 0], "x": 2, "y": 3, "width": 4, "height": 4},
+        },
         "3": {"class_type": "ETN_SendImageWebSocket", "inputs": {"images": ["2", 0]}},
         "4": {"class_type": "ETN_SendImageWebSocket", "inputs": {"images": ["1", 0]}},
     }
@@ -94,8 +105,9 @@ async def test_tooling_nodes_base64_image_in_websocket_png_out(tmp_path):
                 assert image.convert("RGB").tobytes() == source.tobytes()
     assert sizes == {(4, 4), (10, 8)}
     assert not any(isinstance(m, bytes) for m in pushed_elsewhere)  # only the prompt's client gets them
-    assert history["outputs"]["3"]["images"] == [{"source": "websocket", "content-type": "image/png",
-                                                  "type": "output"}]
+    assert history["outputs"]["3"]["images"] == [
+        {"source": "websocket", "content-type": "image/png", "type": "output"}
+    ]
 
 
 @pytest.mark.asyncio
@@ -127,8 +139,10 @@ async def test_ib_nodes_annotated_paths_caching_and_validation(tmp_path):
             ran = {m["data"]["node"] for m in messages if isinstance(m, dict) and m["type"] == "executing"}
             history = (await (await client.get(f"/history/{reply['prompt_id']}")).json())[reply["prompt_id"]]
             runs.append((ran, history))
-        for name, message in (("sub/missing.png [output]", "Invalid image path"),
-                              ("../../escape.png [output]", "outside")):
+        for name, message in (
+            ("sub/missing.png [output]", "Invalid image path"),
+            ("../../escape.png [output]", "outside"),
+        ):
             refused = await client.post("/prompt", json={"prompt": prompt(name)})
             assert refused.status == 400, name
             assert message in await refused.text(), name

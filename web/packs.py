@@ -51,16 +51,19 @@ def register_pack_routes(app: web.Application, services: WebServices) -> None:
 
     async def packs(_request: web.Request) -> web.Response:
         report = [dict(p) for p in services.packs]
-        return web.json_response({
-            "packs": report,
-            "loaded": sum(1 for p in report if p.get("loaded")),
-            "failed": sum(1 for p in report if not p.get("loaded")),
-        })
+        return web.json_response(
+            {
+                "packs": report,
+                "loaded": sum(1 for p in report if p.get("loaded")),
+                "failed": sum(1 for p in report if not p.get("loaded")),
+            }
+        )
 
     add_route(app, "GET", "/fluxloom/packs", packs, bare=False)
     if services.attach_packs is not None:
         try:
-            services.attach_packs(app, send_json_fn(services.hub), send_bytes_fn(services.hub),
-                                  current_client_fn(app[WORKER]))
+            services.attach_packs(
+                app, send_json_fn(services.hub), send_bytes_fn(services.hub), current_client_fn(app[WORKER])
+            )
         except Exception:  # a pack's route must never stop the server
             log.exception("mounting the node packs' routes failed")

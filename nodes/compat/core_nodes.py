@@ -13,6 +13,7 @@ import logging
 import secrets
 import string
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from executor.schema import COMBO, Input, NodeContext, NodeOutput, Schema
@@ -33,9 +34,18 @@ SIGNATURES: dict[str, tuple[str, tuple[str, ...], dict[str, Any], tuple[str, ...
     "ImageInvert": ("invert", ("image",), {}, ("IMAGE",)),
     "ImageBatch": ("batch", ("image1", "image2"), {}, ("IMAGE",)),
     "ImageCrop": ("crop", ("image", "width", "height", "x", "y"), {}, ("IMAGE",)),
-    "ImagePadForOutpaint": ("expand_image", ("image", "left", "top", "right", "bottom", "feathering"), {},
-                            ("IMAGE", "MASK")),
-    "EmptyImage": ("generate", ("width", "height", "batch_size", "color"), {"batch_size": 1, "color": 0}, ("IMAGE",)),
+    "ImagePadForOutpaint": (
+        "expand_image",
+        ("image", "left", "top", "right", "bottom", "feathering"),
+        {},
+        ("IMAGE", "MASK"),
+    ),
+    "EmptyImage": (
+        "generate",
+        ("width", "height", "batch_size", "color"),
+        {"batch_size": 1, "color": 0},
+        ("IMAGE",),
+    ),
     "EmptyLatentImage": ("generate", ("width", "height", "batch_size"), {"batch_size": 1}, ("LATENT",)),
     "EmptySD3LatentImage": ("generate", ("width", "height", "batch_size"), {"batch_size": 1}, ("LATENT",)),
     "LatentUpscale": ("upscale", ("samples", "upscale_method", "width", "height", "crop"), {}, ("LATENT",)),
@@ -47,24 +57,78 @@ SIGNATURES: dict[str, tuple[str, tuple[str, ...], dict[str, Any], tuple[str, ...
     "ConditioningCombine": ("combine", ("conditioning_1", "conditioning_2"), {}, ("CONDITIONING",)),
     "ConditioningZeroOut": ("zero_out", ("conditioning",), {}, ("CONDITIONING",)),
     "ConditioningSetTimestepRange": ("set_range", ("conditioning", "start", "end"), {}, ("CONDITIONING",)),
-    "ConditioningSetArea": ("append", ("conditioning", "width", "height", "x", "y", "strength"), {},
-                            ("CONDITIONING",)),
+    "ConditioningSetArea": (
+        "append",
+        ("conditioning", "width", "height", "x", "y", "strength"),
+        {},
+        ("CONDITIONING",),
+    ),
     "FluxGuidance": ("append", ("conditioning", "guidance"), {}, ("CONDITIONING",)),
-    "InpaintModelConditioning": ("encode", ("positive", "negative", "pixels", "vae", "mask", "noise_mask"),
-                                 {"noise_mask": True}, ("CONDITIONING", "CONDITIONING", "LATENT")),
+    "InpaintModelConditioning": (
+        "encode",
+        ("positive", "negative", "pixels", "vae", "mask", "noise_mask"),
+        {"noise_mask": True},
+        ("CONDITIONING", "CONDITIONING", "LATENT"),
+    ),
     "CheckpointLoaderSimple": ("load_checkpoint", ("ckpt_name",), {}, ("MODEL", "CLIP", "VAE")),
     "UNETLoader": ("load_unet", ("unet_name", "weight_dtype"), {"weight_dtype": "default"}, ("MODEL",)),
     "VAELoader": ("load_vae", ("vae_name",), {}, ("VAE",)),
-    "DualCLIPLoader": ("load_clip", ("clip_name1", "clip_name2", "type", "device"), {"device": "default"}, ("CLIP",)),
-    "CLIPLoader": ("load_clip", ("clip_name", "type", "device"), {"type": "flux", "device": "default"}, ("CLIP",)),
-    "LoraLoader": ("load_lora", ("model", "clip", "lora_name", "strength_model", "strength_clip"), {},
-                   ("MODEL", "CLIP")),
+    "DualCLIPLoader": (
+        "load_clip",
+        ("clip_name1", "clip_name2", "type", "device"),
+        {"device": "default"},
+        ("CLIP",),
+    ),
+    "CLIPLoader": (
+        "load_clip",
+        ("clip_name", "type", "device"),
+        {"type": "flux", "device": "default"},
+        ("CLIP",),
+    ),
+    "LoraLoader": (
+        "load_lora",
+        ("model", "clip", "lora_name", "strength_model", "strength_clip"),
+        {},
+        ("MODEL", "CLIP"),
+    ),
     "LoraLoaderModelOnly": ("load_lora_model_only", ("model", "lora_name", "strength_model"), {}, ("MODEL",)),
-    "KSampler": ("sample", ("model", "seed", "steps", "cfg", "sampler_name", "scheduler", "positive", "negative",
-                            "latent_image", "denoise"), {"denoise": 1.0}, ("LATENT",)),
-    "KSamplerAdvanced": ("sample", ("model", "add_noise", "noise_seed", "steps", "cfg", "sampler_name", "scheduler",
-                                    "positive", "negative", "latent_image", "start_at_step", "end_at_step",
-                                    "return_with_leftover_noise"), {}, ("LATENT",)),
+    "KSampler": (
+        "sample",
+        (
+            "model",
+            "seed",
+            "steps",
+            "cfg",
+            "sampler_name",
+            "scheduler",
+            "positive",
+            "negative",
+            "latent_image",
+            "denoise",
+        ),
+        {"denoise": 1.0},
+        ("LATENT",),
+    ),
+    "KSamplerAdvanced": (
+        "sample",
+        (
+            "model",
+            "add_noise",
+            "noise_seed",
+            "steps",
+            "cfg",
+            "sampler_name",
+            "scheduler",
+            "positive",
+            "negative",
+            "latent_image",
+            "start_at_step",
+            "end_at_step",
+            "return_with_leftover_noise",
+        ),
+        {},
+        ("LATENT",),
+    ),
     "SolidMask": ("solid", ("value", "width", "height"), {}, ("MASK",)),
     "InvertMask": ("invert", ("mask",), {}, ("MASK",)),
     "MaskToImage": ("mask_to_image", ("mask",), {}, ("IMAGE",)),
@@ -104,13 +168,25 @@ def context() -> Any:
 def spec_of(item: Input, services: Any) -> tuple[Any, ...]:
     """One input in ComfyUI's V1 spec form: `(type, {options})` or `([choices], {options})`."""
     opts: dict[str, Any] = {}
-    for attr, key in (("default", "default"), ("min", "min"), ("max", "max"), ("step", "step"), ("round", "round"),
-                      ("tooltip", "tooltip"), ("dynamic_prompts", "dynamicPrompts")):
+    for attr, key in (
+        ("default", "default"),
+        ("min", "min"),
+        ("max", "max"),
+        ("step", "step"),
+        ("round", "round"),
+        ("tooltip", "tooltip"),
+        ("dynamic_prompts", "dynamicPrompts"),
+    ):
         value = getattr(item, attr)
         if value is not None:
             opts[key] = value
-    for attr, key in (("multiline", "multiline"), ("control_after_generate", "control_after_generate"),
-                      ("force_input", "forceInput"), ("lazy", "lazy"), ("raw_link", "rawLink")):
+    for attr, key in (
+        ("multiline", "multiline"),
+        ("control_after_generate", "control_after_generate"),
+        ("force_input", "forceInput"),
+        ("lazy", "lazy"),
+        ("raw_link", "rawLink"),
+    ):
         if getattr(item, attr):
             opts[key] = True
     opts.update(item.extra)
@@ -122,7 +198,9 @@ def spec_of(item: Input, services: Any) -> tuple[Any, ...]:
 
 def input_types(schema: Schema, services: Any = None) -> dict[str, Any]:
     services = services if services is not None else _services()
-    spec: dict[str, Any] = {"required": {i.name: spec_of(i, services) for i in schema.inputs if not i.optional}}
+    spec: dict[str, Any] = {
+        "required": {i.name: spec_of(i, services) for i in schema.inputs if not i.optional}
+    }
     optional = {i.name: spec_of(i, services) for i in schema.inputs if i.optional}
     if optional:
         spec["optional"] = optional
@@ -154,8 +232,12 @@ def _method(node_id: str, params: tuple[str, ...], defaults: Mapping[str, Any]) 
     if not all(p.isidentifier() for p in params):  # input names a Python signature cannot hold
         return method
     parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    parameters += [inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                     default=defaults.get(p, inspect.Parameter.empty)) for p in params]
+    parameters += [
+        inspect.Parameter(
+            p, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=defaults.get(p, inspect.Parameter.empty)
+        )
+        for p in params
+    ]
     method.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     return method
 
@@ -225,19 +307,30 @@ class SaveImage:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {"required": {"images": ("IMAGE", {"tooltip": "The images to save."}),
-                             "filename_prefix": ("STRING", {"default": "ComfyUI"})},
-                "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "The images to save."}),
+                "filename_prefix": ("STRING", {"default": "ComfyUI"}),
+            },
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
+        }
 
-    def save_images(self, images: Any, filename_prefix: str = "ComfyUI", prompt: Any = None,
-                    extra_pnginfo: Any = None) -> dict[str, Any]:
+    def save_images(
+        self, images: Any, filename_prefix: str = "ComfyUI", prompt: Any = None, extra_pnginfo: Any = None
+    ) -> dict[str, Any]:
         from nodes.image.files import save_images
 
         if getattr(settings(), "disable_metadata", False):
             prompt, extra_pnginfo = None, None
-        results = save_images(images, self.output_dir, filename_prefix + self.prefix_append,
-                              folder_type=self.type, compress_level=self.compress_level,
-                              prompt=prompt, extra_pnginfo=extra_pnginfo)
+        results = save_images(
+            images,
+            Path(self.output_dir),
+            filename_prefix + self.prefix_append,
+            folder_type=self.type,
+            compress_level=self.compress_level,
+            prompt=prompt,
+            extra_pnginfo=extra_pnginfo,
+        )
         return {"ui": {"images": results}}
 
 
@@ -254,24 +347,63 @@ class PreviewImage(SaveImage):
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {"required": {"images": ("IMAGE",)}, "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
+        return {
+            "required": {"images": ("IMAGE",)},
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
+        }
 
 
-def common_ksampler(model: Any, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
-                    positive: Any, negative: Any, latent: Any, denoise: float = 1.0, disable_noise: bool = False,
-                    start_step: int | None = None, last_step: int | None = None,
-                    force_full_denoise: bool = False) -> tuple[Any, ...]:
+def common_ksampler(
+    model: Any,
+    seed: int,
+    steps: int,
+    cfg: float,
+    sampler_name: str,
+    scheduler: str,
+    positive: Any,
+    negative: Any,
+    latent: Any,
+    denoise: float = 1.0,
+    disable_noise: bool = False,
+    start_step: int | None = None,
+    last_step: int | None = None,
+    force_full_denoise: bool = False,
+) -> tuple[Any, ...]:
     """ComfyUI's helper: KSampler, or KSamplerAdvanced when steps are limited or noise is off."""
     if not disable_noise and start_step is None and last_step is None and not force_full_denoise:
-        return run_node("KSampler", {"model": model, "seed": seed, "steps": steps, "cfg": cfg,
-                                     "sampler_name": sampler_name, "scheduler": scheduler, "positive": positive,
-                                     "negative": negative, "latent_image": latent, "denoise": denoise})
-    return run_node("KSamplerAdvanced", {
-        "model": model, "add_noise": "disable" if disable_noise else "enable", "noise_seed": seed, "steps": steps,
-        "cfg": cfg, "sampler_name": sampler_name, "scheduler": scheduler, "positive": positive,
-        "negative": negative, "latent_image": latent, "start_at_step": start_step or 0,
-        "end_at_step": last_step if last_step is not None else 10000,
-        "return_with_leftover_noise": "disable" if force_full_denoise else "enable"})
+        return run_node(
+            "KSampler",
+            {
+                "model": model,
+                "seed": seed,
+                "steps": steps,
+                "cfg": cfg,
+                "sampler_name": sampler_name,
+                "scheduler": scheduler,
+                "positive": positive,
+                "negative": negative,
+                "latent_image": latent,
+                "denoise": denoise,
+            },
+        )
+    return run_node(
+        "KSamplerAdvanced",
+        {
+            "model": model,
+            "add_noise": "disable" if disable_noise else "enable",
+            "noise_seed": seed,
+            "steps": steps,
+            "cfg": cfg,
+            "sampler_name": sampler_name,
+            "scheduler": scheduler,
+            "positive": positive,
+            "negative": negative,
+            "latent_image": latent,
+            "start_at_step": start_step or 0,
+            "end_at_step": last_step if last_step is not None else 10000,
+            "return_with_leftover_noise": "disable" if force_full_denoise else "enable",
+        },
+    )
 
 
 def class_mappings() -> dict[str, type]:

@@ -23,8 +23,19 @@ log = logging.getLogger(__name__)
 
 PREFIX = "nodes.compat"
 # ComfyUI top-level modules we provide (and whose submodules we look up under nodes.compat).
-PROVIDED = frozenset({"folder_paths", "server", "comfy", "comfy_api", "comfy_execution", "comfy_extras",
-                      "node_helpers", "latent_preview", "execution"})
+PROVIDED = frozenset(
+    {
+        "folder_paths",
+        "server",
+        "comfy",
+        "comfy_api",
+        "comfy_execution",
+        "comfy_extras",
+        "node_helpers",
+        "latent_preview",
+        "execution",
+    }
+)
 # Packages whose unknown submodules become placeholders.
 PLACEHOLDER_ROOTS = frozenset({"comfy", "comfy_api", "comfy_execution", "comfy_extras"})
 
@@ -60,14 +71,17 @@ class _PlaceholderLoader(importlib.abc.Loader):
 
 
 class ComfyModuleFinder(importlib.abc.MetaPathFinder):
-    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+    def find_spec(
+        self, fullname: str, path: Any = None, target: Any = None
+    ) -> importlib.machinery.ModuleSpec | None:
         root = fullname.partition(".")[0]
         if root not in PROVIDED:
             return None
         real = _real_spec(fullname)
         if real is not None:
-            return importlib.machinery.ModuleSpec(fullname, _AliasLoader(real.name),
-                                                  is_package=real.submodule_search_locations is not None)
+            return importlib.machinery.ModuleSpec(
+                fullname, _AliasLoader(real.name), is_package=real.submodule_search_locations is not None
+            )
         if root in PLACEHOLDER_ROOTS:
             return importlib.machinery.ModuleSpec(fullname, _PlaceholderLoader(), is_package=True)
         return None

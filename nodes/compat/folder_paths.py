@@ -111,7 +111,9 @@ def filter_files_extensions(files: Iterable[str], extensions: Iterable[str]) -> 
     return sorted(f for f in files if not exts or "" in exts or os.path.splitext(f)[1].lower() in exts)
 
 
-def recursive_search(directory: str, excluded_dir_names: list[str] | None = None) -> tuple[list[str], dict[str, float]]:
+def recursive_search(
+    directory: str, excluded_dir_names: list[str] | None = None
+) -> tuple[list[str], dict[str, float]]:
     """Files under `directory` as forward-slash relative names, and folder mtimes (ComfyUI's shape)."""
     if not os.path.isdir(directory):
         return [], {}

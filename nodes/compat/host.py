@@ -11,6 +11,7 @@ import contextvars
 import logging
 import sys
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def settings() -> Any:
 
 def pack_of_caller(depth: int = 2) -> str:
     """The pack whose code is calling: from the caller's module name, else the pack being loaded."""
-    frame = sys._getframe(depth)
+    frame: FrameType | None = sys._getframe(depth)
     for _ in range(12):
         if frame is None:
             break

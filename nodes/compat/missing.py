@@ -44,8 +44,15 @@ class _MissingMeta(type):
 def missing(symbol: str, pack: str | None = None) -> type:
     """A placeholder class for `symbol` (e.g. "comfy.sd.load_checkpoint_guess_config")."""
     name = symbol.rsplit(".", 1)[-1]
-    return _MissingMeta(name, (), {"_comfy_symbol": symbol, "_comfy_pack": pack or pack_of_caller(3),
-                                   "__module__": symbol.rsplit(".", 1)[0]})
+    return _MissingMeta(
+        name,
+        (),
+        {
+            "_comfy_symbol": symbol,
+            "_comfy_pack": pack or pack_of_caller(3),
+            "__module__": symbol.rsplit(".", 1)[0],
+        },
+    )
 
 
 def module_getattr(module_name: str, *, submodules: bool = False) -> Any:

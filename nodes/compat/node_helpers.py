@@ -16,8 +16,9 @@ __getattr__ = module_getattr(__name__)
 T = TypeVar("T")
 
 
-def conditioning_set_values(conditioning: list[list[Any]], values: Mapping[str, Any] | None = None,
-                            append: bool = False) -> list[list[Any]]:
+def conditioning_set_values(
+    conditioning: list[list[Any]], values: Mapping[str, Any] | None = None, append: bool = False
+) -> list[list[Any]]:
     """A copy of CONDITIONING `[[tensor, {options}], ...]` with `values` set in each entry's options
     (with `append`, list values extend an existing list)."""
     out = []
@@ -30,10 +31,12 @@ def conditioning_set_values(conditioning: list[list[Any]], values: Mapping[str, 
     return out
 
 
-def conditioning_set_values_with_timestep_range(conditioning: list[list[Any]], values: Mapping[str, Any],
-                                                start_percent: float, end_percent: float) -> list[list[Any]]:
-    ranged = conditioning_set_values(conditioning, {**values, "start_percent": start_percent,
-                                                    "end_percent": end_percent})
+def conditioning_set_values_with_timestep_range(
+    conditioning: list[list[Any]], values: Mapping[str, Any], start_percent: float, end_percent: float
+) -> list[list[Any]]:
+    ranged = conditioning_set_values(
+        conditioning, {**values, "start_percent": start_percent, "end_percent": end_percent}
+    )
     return ranged
 
 
@@ -62,7 +65,9 @@ def image_alpha_fix(destination: torch.Tensor, source: torch.Tensor) -> tuple[to
     if destination.shape[-1] < source.shape[-1]:
         source = source[..., : destination.shape[-1]]
     elif destination.shape[-1] > source.shape[-1]:
-        pad = torch.ones_like(source[..., :1]).expand(*source.shape[:-1], destination.shape[-1] - source.shape[-1])
+        pad = torch.ones_like(source[..., :1]).expand(
+            *source.shape[:-1], destination.shape[-1] - source.shape[-1]
+        )
         source = torch.cat([source, pad], dim=-1)
     return destination, source
 

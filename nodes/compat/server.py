@@ -56,7 +56,9 @@ def encode_text(node_id: str, text: str) -> bytes:
 class _Recorder:
     """Stands in for an aiohttp object before the app exists: method calls are kept and replayed."""
 
-    def __init__(self, calls: list[tuple[tuple[str, ...], tuple[Any, ...], dict[str, Any]]], path: tuple[str, ...]):
+    def __init__(
+        self, calls: list[tuple[tuple[str, ...], tuple[Any, ...], dict[str, Any]]], path: tuple[str, ...]
+    ):
         self._calls = calls
         self._path = path
 

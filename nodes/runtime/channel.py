@@ -31,7 +31,9 @@ class ClientChannel:
     send_bytes_fn: SendBytes | None = None
     current_client_fn: Callable[[], str | None] | None = None
 
-    def connect(self, send_json: SendJson, send_bytes: SendBytes, current_client: Callable[[], str | None]) -> None:
+    def connect(
+        self, send_json: SendJson, send_bytes: SendBytes, current_client: Callable[[], str | None]
+    ) -> None:
         self.send_json_fn, self.send_bytes_fn, self.current_client_fn = send_json, send_bytes, current_client
 
     def disconnect(self) -> None:

@@ -19,7 +19,6 @@ import importlib
 import importlib.machinery
 import importlib.metadata
 import importlib.util
-import inspect
 import logging
 import runpy
 import sys
@@ -120,7 +119,8 @@ def _import_pack(path: Path) -> ModuleType:
     module_name = _module_name(path)
     init = path if path.is_file() else path / "__init__.py"
     spec = importlib.util.spec_from_file_location(
-        module_name, init, submodule_search_locations=None if path.is_file() else [str(path)])
+        module_name, init, submodule_search_locations=None if path.is_file() else [str(path)]
+    )
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)
@@ -210,8 +210,15 @@ class _Loader:
         self.report = PackReport()
         self.names: set[str] = set()
 
-    def load(self, name: str, path: Path | None, origin: str, importer: Any, base: Path | None,
-             prestartup_error: str | None) -> None:
+    def load(
+        self,
+        name: str,
+        path: Path | None,
+        origin: str,
+        importer: Any,
+        base: Path | None,
+        prestartup_error: str | None,
+    ) -> None:
         start = time.perf_counter()
         self.host.loading_pack = name
         try:
@@ -222,13 +229,18 @@ class _Loader:
             web = _web_directory(module, base, name)
         except Exception as exc:  # any failure inside third-party code is isolated to its pack
             log.exception("custom node pack %s failed to load; skipped", name)
-            self.report.packs.append(LoadedPack(name, path, error=_error_text(exc), origin=origin,
-                                                seconds=time.perf_counter() - start))
+            self.report.packs.append(
+                LoadedPack(
+                    name, path, error=_error_text(exc), origin=origin, seconds=time.perf_counter() - start
+                )
+            )
             return
         finally:
             self.host.loading_pack = None
         seconds = time.perf_counter() - start
-        self.report.packs.append(LoadedPack(name, path, tuple(nodes), web, None, seconds, origin, tuple(skipped)))
+        self.report.packs.append(
+            LoadedPack(name, path, tuple(nodes), web, None, seconds, origin, tuple(skipped))
+        )
         log.info("loaded pack %s: %d nodes (%.2fs)", name, len(nodes), seconds)
 
 
@@ -277,7 +289,9 @@ def load_custom_nodes(
                 log.warning("pack %s in %s: a pack of that name is already loaded; skipped", name, folder)
                 continue
             loader.names.add(name)
-            plan.append((name, path, "folder", lambda p=path: _import_pack(p), path if path.is_dir() else path.parent))
+            plan.append(
+                (name, path, "folder", lambda p=path: _import_pack(p), path if path.is_dir() else path.parent)
+            )
     if entry_points:
         for ep in _entry_points():
             if ep.name in loader.names:
@@ -286,16 +300,17 @@ def load_custom_nodes(
             loader.names.add(ep.name)
             top = ep.value.split(":")[0].split(".")[0]
             loader.host.pack_modules[top] = ep.name
-            base = _module_dir(ep.value.split(":")[0])
-            plan.append((ep.name, base, "pip", lambda e=ep: _load_entry_point(e), base))
+            module_dir = _module_dir(ep.value.split(":")[0])
+            plan.append((ep.name, module_dir, "pip", lambda e=ep: _load_entry_point(e), module_dir))
 
     prestartup: dict[str, str | None] = {}
-    for name, _path, _origin, _importer, base in plan:
-        script = base / "prestartup_script.py" if base is not None and _path is not None and _path.is_dir() else None
+    for name, pack_path, _origin, _importer, pack_base in plan:
+        is_package = pack_base is not None and pack_path is not None and pack_path.is_dir()
+        script = pack_base / "prestartup_script.py" if is_package and pack_base is not None else None
         prestartup[name] = _run_prestartup(name, script) if script is not None and script.is_file() else None
 
-    for name, path, origin, importer, base in plan:
-        loader.load(name, path, origin, importer, base, prestartup[name])
+    for name, pack_path, origin, importer, pack_base in plan:
+        loader.load(name, pack_path, origin, importer, pack_base, prestartup[name])
     _publish(loader.report, registry)
     return loader.report
 

@@ -208,25 +208,34 @@ def cast_to_device(tensor: torch.Tensor, device: Any, dtype: Any, copy: bool = F
     return tensor.to(device=device, dtype=dtype, copy=copy)
 
 
-def cast_to(weight: torch.Tensor, dtype: Any = None, device: Any = None, non_blocking: bool = False,
-            copy: bool = False, stream: Any = None) -> torch.Tensor:
+def cast_to(
+    weight: torch.Tensor,
+    dtype: Any = None,
+    device: Any = None,
+    non_blocking: bool = False,
+    copy: bool = False,
+    stream: Any = None,
+) -> torch.Tensor:
     return weight.to(device=device, dtype=dtype, non_blocking=non_blocking, copy=copy)
 
 
-def should_use_fp16(device: Any = None, model_params: int = 0, prioritize_performance: bool = True,
-                    manual_cast: bool = False) -> bool:
+def should_use_fp16(
+    device: Any = None, model_params: int = 0, prioritize_performance: bool = True, manual_cast: bool = False
+) -> bool:
     device = torch.device(device) if device is not None else get_torch_device()
     return device.type == "cuda"
 
 
-def should_use_bf16(device: Any = None, model_params: int = 0, prioritize_performance: bool = True,
-                    manual_cast: bool = False) -> bool:
+def should_use_bf16(
+    device: Any = None, model_params: int = 0, prioritize_performance: bool = True, manual_cast: bool = False
+) -> bool:
     device = torch.device(device) if device is not None else get_torch_device()
     return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
-def unet_dtype(device: Any = None, model_params: int = 0, supported_dtypes: Any = None,
-               weight_dtype: Any = None) -> torch.dtype:
+def unet_dtype(
+    device: Any = None, model_params: int = 0, supported_dtypes: Any = None, weight_dtype: Any = None
+) -> torch.dtype:
     return torch.bfloat16 if should_use_bf16(device) else torch.float32
 
 

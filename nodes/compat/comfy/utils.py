@@ -44,7 +44,7 @@ class ProgressBar:
         from executor.adapters import current_context
 
         self.total = total
-        self.current = 0
+        self.current: float = 0
         self.ctx = current_context()
         self.node_id = node_id if node_id is not None else getattr(self.ctx, "node_id", None)
 
@@ -72,7 +72,9 @@ class ProgressBar:
         self.update_absolute(self.current + value)
 
 
-def common_upscale(samples: torch.Tensor, width: int, height: int, upscale_method: str, crop: str) -> torch.Tensor:
+def common_upscale(
+    samples: torch.Tensor, width: int, height: int, upscale_method: str, crop: str
+) -> torch.Tensor:
     """Resize channel-first samples [B, C, H, W] (or [B, C, T, H, W]); ComfyUI's methods and center crop."""
     if samples.ndim == 5:
         b, c, t, h, w = samples.shape
@@ -107,15 +109,24 @@ def load_torch_file(
                 sd[key] = handle.get_tensor(key)
     else:
         loaded = torch.load(path, map_location=device, weights_only=True)
-        sd = loaded.get("state_dict", loaded) if isinstance(loaded, dict) and "state_dict" in loaded else loaded
+        sd = (
+            loaded.get("state_dict", loaded)
+            if isinstance(loaded, dict) and "state_dict" in loaded
+            else loaded
+        )
     return (sd, metadata) if return_metadata else sd
 
 
-def save_torch_file(sd: Mapping[str, torch.Tensor], ckpt: str | Path, metadata: Mapping[str, str] | None = None) -> None:
+def save_torch_file(
+    sd: Mapping[str, torch.Tensor], ckpt: str | Path, metadata: Mapping[str, str] | None = None
+) -> None:
     from safetensors.torch import save_file
 
-    save_file({k: v.contiguous() for k, v in sd.items()}, str(ckpt),
-              metadata=dict(metadata) if metadata is not None else None)
+    save_file(
+        {k: v.contiguous() for k, v in sd.items()},
+        str(ckpt),
+        metadata=dict(metadata) if metadata is not None else None,
+    )
 
 
 def safetensors_header(safetensors_path: str | Path, max_size: int = 100 * 1024 * 1024) -> bytes | None:
@@ -152,7 +163,7 @@ def state_dict_prefix_replace(
     out: dict[str, Any] = {} if filter_keys else sd
     for old, new in replace_prefix.items():
         for key in [k for k in sd if k.startswith(old)]:
-            out[new + key[len(old):]] = sd.pop(key) if not filter_keys else sd[key]
+            out[new + key[len(old) :]] = sd.pop(key) if not filter_keys else sd[key]
     return out
 
 

@@ -33,7 +33,10 @@ class LabelV3(io.ComfyNode):
         return io.Schema(
             node_id="FL_LabelV3",
             category="fl/v3",
-            inputs=[io.String.Input("text", default="hi", multiline=True), io.Int.Input("repeat", default=1, min=1)],
+            inputs=[
+                io.String.Input("text", default="hi", multiline=True),
+                io.Int.Input("repeat", default=1, min=1),
+            ],
             outputs=[io.String.Output()],
             hidden=[io.Hidden.unique_id],
             is_output_node=True,

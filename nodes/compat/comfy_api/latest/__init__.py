@@ -27,8 +27,14 @@ class ComfyAPI:
     """The API object some packs build; only progress reporting is offered."""
 
     class Execution:
-        async def set_progress(self, value: float, max_value: float, node_id: str | None = None,
-                               preview_image: Any = None, ignore_size_limit: bool = False) -> None:
+        async def set_progress(
+            self,
+            value: float,
+            max_value: float,
+            node_id: str | None = None,
+            preview_image: Any = None,
+            ignore_size_limit: bool = False,
+        ) -> None:
             from ...comfy.utils import ProgressBar
 
             ProgressBar(int(max_value), node_id=node_id).update_absolute(value, int(max_value))

@@ -30,9 +30,18 @@ class _IO:
 
 
 class Input(_IO):
-    def __init__(self, id: str, display_name: str | None = None, optional: bool = False,
-                 tooltip: str | None = None, lazy: bool | None = None, extra_dict: dict[str, Any] | None = None,
-                 raw_link: bool | None = None, advanced: bool | None = None, **_: Any) -> None:
+    def __init__(
+        self,
+        id: str,
+        display_name: str | None = None,
+        optional: bool = False,
+        tooltip: str | None = None,
+        lazy: bool | None = None,
+        extra_dict: dict[str, Any] | None = None,
+        raw_link: bool | None = None,
+        advanced: bool | None = None,
+        **_: Any,
+    ) -> None:
         self.id = id
         self.display_name = display_name
         self.optional = optional
@@ -43,29 +52,57 @@ class Input(_IO):
         self.advanced = advanced
 
     def as_dict(self) -> dict[str, Any]:
-        return _clean({"display_name": self.display_name, "tooltip": self.tooltip, "lazy": self.lazy,
-                       "rawLink": self.raw_link, "advanced": self.advanced}) | self.extra_dict
+        return (
+            _clean(
+                {
+                    "display_name": self.display_name,
+                    "tooltip": self.tooltip,
+                    "lazy": self.lazy,
+                    "rawLink": self.raw_link,
+                    "advanced": self.advanced,
+                }
+            )
+            | self.extra_dict
+        )
 
 
 class WidgetInput(Input):
-    def __init__(self, id: str, display_name: str | None = None, optional: bool = False,
-                 tooltip: str | None = None, lazy: bool | None = None, default: Any = None,
-                 socketless: bool | None = None, widget_type: str | None = None, force_input: bool | None = None,
-                 extra_dict: dict[str, Any] | None = None, raw_link: bool | None = None,
-                 advanced: bool | None = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        id: str,
+        display_name: str | None = None,
+        optional: bool = False,
+        tooltip: str | None = None,
+        lazy: bool | None = None,
+        default: Any = None,
+        socketless: bool | None = None,
+        widget_type: str | None = None,
+        force_input: bool | None = None,
+        extra_dict: dict[str, Any] | None = None,
+        raw_link: bool | None = None,
+        advanced: bool | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(id, display_name, optional, tooltip, lazy, extra_dict, raw_link, advanced)
         self.default = default
         self.socketless = socketless
         self.force_input = force_input
 
     def as_dict(self) -> dict[str, Any]:
-        return super().as_dict() | _clean({"default": self.default, "socketless": self.socketless,
-                                           "forceInput": self.force_input})
+        return super().as_dict() | _clean(
+            {"default": self.default, "socketless": self.socketless, "forceInput": self.force_input}
+        )
 
 
 class Output(_IO):
-    def __init__(self, id: str | None = None, display_name: str | None = None, tooltip: str | None = None,
-                 is_output_list: bool = False, **_: Any) -> None:
+    def __init__(
+        self,
+        id: str | None = None,
+        display_name: str | None = None,
+        tooltip: str | None = None,
+        is_output_list: bool = False,
+        **_: Any,
+    ) -> None:
         self.id = id
         self.display_name = display_name
         self.tooltip = tooltip
@@ -90,7 +127,11 @@ def comfytype(io_type: str) -> Callable[[type], type]:
             base = getattr(cls, part, None)
             if base is None:
                 base = Input if part == "Input" else Output
-            setattr(cls, part, type(part, (base,), {"io_type": io_type, "__qualname__": f"{cls.__qualname__}.{part}"}))
+            setattr(
+                cls,
+                part,
+                type(part, (base,), {"io_type": io_type, "__qualname__": f"{cls.__qualname__}.{part}"}),
+            )
         return cls
 
     return decorate
@@ -106,10 +147,22 @@ def Custom(io_type: str) -> type:
 
 
 class _Number(WidgetInput):
-    def __init__(self, id: str, display_name: str | None = None, optional: bool = False,
-                 tooltip: str | None = None, lazy: bool | None = None, default: Any = None, min: Any = None,
-                 max: Any = None, step: Any = None, round: Any = None, display_mode: Any = None,
-                 control_after_generate: bool | None = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        id: str,
+        display_name: str | None = None,
+        optional: bool = False,
+        tooltip: str | None = None,
+        lazy: bool | None = None,
+        default: Any = None,
+        min: Any = None,
+        max: Any = None,
+        step: Any = None,
+        round: Any = None,
+        display_mode: Any = None,
+        control_after_generate: bool | None = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(id, display_name, optional, tooltip, lazy, default, **kw)
         self.min, self.max, self.step, self.round = min, max, step, round
         self.display_mode = display_mode
@@ -117,9 +170,16 @@ class _Number(WidgetInput):
 
     def as_dict(self) -> dict[str, Any]:
         display = getattr(self.display_mode, "value", self.display_mode)
-        return super().as_dict() | _clean({"min": self.min, "max": self.max, "step": self.step,
-                                           "round": self.round, "display": display,
-                                           "control_after_generate": self.control_after_generate})
+        return super().as_dict() | _clean(
+            {
+                "min": self.min,
+                "max": self.max,
+                "step": self.step,
+                "round": self.round,
+                "display": display,
+                "control_after_generate": self.control_after_generate,
+            }
+        )
 
 
 class NumberDisplay(str, enum.Enum):
@@ -148,16 +208,30 @@ class String(ComfyType):
     Type = str
 
     class Input(WidgetInput):
-        def __init__(self, id: str, display_name: str | None = None, optional: bool = False,
-                     tooltip: str | None = None, lazy: bool | None = None, multiline: bool = False,
-                     placeholder: str | None = None, default: str | None = None,
-                     dynamic_prompts: bool | None = None, **kw: Any) -> None:
+        def __init__(
+            self,
+            id: str,
+            display_name: str | None = None,
+            optional: bool = False,
+            tooltip: str | None = None,
+            lazy: bool | None = None,
+            multiline: bool = False,
+            placeholder: str | None = None,
+            default: str | None = None,
+            dynamic_prompts: bool | None = None,
+            **kw: Any,
+        ) -> None:
             super().__init__(id, display_name, optional, tooltip, lazy, default, **kw)
             self.multiline, self.placeholder, self.dynamic_prompts = multiline, placeholder, dynamic_prompts
 
         def as_dict(self) -> dict[str, Any]:
-            return super().as_dict() | _clean({"multiline": self.multiline or None, "placeholder": self.placeholder,
-                                               "dynamicPrompts": self.dynamic_prompts})
+            return super().as_dict() | _clean(
+                {
+                    "multiline": self.multiline or None,
+                    "placeholder": self.placeholder,
+                    "dynamicPrompts": self.dynamic_prompts,
+                }
+            )
 
 
 @comfytype("BOOLEAN")
@@ -165,9 +239,18 @@ class Boolean(ComfyType):
     Type = bool
 
     class Input(WidgetInput):
-        def __init__(self, id: str, display_name: str | None = None, optional: bool = False,
-                     tooltip: str | None = None, lazy: bool | None = None, default: bool | None = None,
-                     label_on: str | None = None, label_off: str | None = None, **kw: Any) -> None:
+        def __init__(
+            self,
+            id: str,
+            display_name: str | None = None,
+            optional: bool = False,
+            tooltip: str | None = None,
+            lazy: bool | None = None,
+            default: bool | None = None,
+            label_on: str | None = None,
+            label_off: str | None = None,
+            **kw: Any,
+        ) -> None:
             super().__init__(id, display_name, optional, tooltip, lazy, default, **kw)
             self.label_on, self.label_off = label_on, label_off
 
@@ -180,10 +263,21 @@ class Combo(ComfyType):
     Type = str
 
     class Input(WidgetInput):
-        def __init__(self, id: str, options: Sequence[Any] | type[enum.Enum] | None = None,
-                     display_name: str | None = None, optional: bool = False, tooltip: str | None = None,
-                     lazy: bool | None = None, default: Any = None, control_after_generate: bool | None = None,
-                     upload: Any = None, image_folder: Any = None, remote: Any = None, **kw: Any) -> None:
+        def __init__(
+            self,
+            id: str,
+            options: Sequence[Any] | type[enum.Enum] | None = None,
+            display_name: str | None = None,
+            optional: bool = False,
+            tooltip: str | None = None,
+            lazy: bool | None = None,
+            default: Any = None,
+            control_after_generate: bool | None = None,
+            upload: Any = None,
+            image_folder: Any = None,
+            remote: Any = None,
+            **kw: Any,
+        ) -> None:
             if isinstance(options, type) and issubclass(options, enum.Enum):
                 options = [m.value for m in options]
             if isinstance(default, enum.Enum):
@@ -194,8 +288,9 @@ class Combo(ComfyType):
             self.upload = upload
 
         def as_dict(self) -> dict[str, Any]:
-            data = super().as_dict() | _clean({"options": self.options,
-                                               "control_after_generate": self.control_after_generate})
+            data = super().as_dict() | _clean(
+                {"options": self.options, "control_after_generate": self.control_after_generate}
+            )
             upload = getattr(self.upload, "value", self.upload)
             if upload:
                 data[str(upload)] = True
@@ -289,8 +384,13 @@ class Schema:
 class NodeOutput:
     """What `execute` returns: output values, optional `ui` (a ui.* object or dict), optional `expand`."""
 
-    def __init__(self, *args: Any, ui: Any = None, expand: dict[str, Any] | None = None,
-                 block_execution: str | None = None) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        ui: Any = None,
+        expand: dict[str, Any] | None = None,
+        block_execution: str | None = None,
+    ) -> None:
         self.args = args
         self.ui = ui
         self.expand = expand

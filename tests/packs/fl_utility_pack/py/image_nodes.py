@@ -44,7 +44,11 @@ class ImageResizeFL:
         for frame in image:
             mm.throw_exception_if_processing_interrupted()
             chw = frame.movedim(-1, 0).unsqueeze(0).to(device)
-            out.append(comfy.utils.common_upscale(chw, width, height, method, "disabled").to(mm.intermediate_device()))
+            out.append(
+                comfy.utils.common_upscale(chw, width, height, method, "disabled").to(
+                    mm.intermediate_device()
+                )
+            )
             pbar.update(1)
         return (torch.cat(out).movedim(1, -1),)
 
@@ -60,7 +64,10 @@ class MaskPreviewFL(SaveImage):
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"mask": ("MASK",)}, "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
+        return {
+            "required": {"mask": ("MASK",)},
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
+        }
 
     FUNCTION = "execute"
 
