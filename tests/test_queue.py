@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -401,3 +402,30 @@ def test_queue_refuses_numbers_sqlite_cannot_order(queue, number):
     with pytest.raises(ValueError, match="finite"):
         queue.put("x", number, PROMPT, {}, ["1"])
     assert queue.remaining() == 0
+
+
+def test_poison_prompt_after_two_real_process_deaths(tmp_path):
+    """The process takes the prompt and dies (os._exit, no cleanup) twice: the third open records it failed."""
+    import subprocess
+    import sys
+
+    q = PromptQueue.in_user_dir(tmp_path)
+    q.put("poison", None, PROMPT, {}, ["1"])
+    q.close()
+    crash = (
+        "import os, sys; from executor.queue import PromptQueue; "
+        "q = PromptQueue.in_user_dir(sys.argv[1]); item = q.get(timeout=0); "
+        "print(item.prompt_id if item else None, flush=True); os._exit(9)"
+    )
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-c", crash, str(tmp_path)],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        assert done.returncode == 9 and done.stdout.strip() == "poison", done.stderr
+    q = PromptQueue.in_user_dir(tmp_path)
+    assert q.pending() == [] and q.running() == []
+    assert q.job("poison")["status"] == "failed"
+    q.close()
