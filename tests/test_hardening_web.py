@@ -357,3 +357,19 @@ async def test_a_lan_server_without_token_logs_the_warning_at_start(tmp_path, ca
     async with serve(make_services(tmp_path / "t", listen="0.0.0.0", auth_token="t"), start_worker=False):
         pass
     assert "WITHOUT" not in caplog.text
+
+
+async def test_big_bodies_are_parsed_off_the_event_loop(tmp_path, monkeypatch):
+    seen: list[str] = []
+    parse = helpers.parse_json
+
+    def recording(*args, **kwargs):
+        seen.append(threading.current_thread().name)
+        return parse(*args, **kwargs)
+
+    monkeypatch.setattr(helpers, "parse_json", recording)
+    monkeypatch.setattr(helpers, "INLINE_PARSE_BYTES", 1000)
+    async with serve(make_services(tmp_path), start_worker=False) as client:
+        assert (await client.post("/queue", json={"delete": []})).status == 200
+        assert (await client.post("/queue", json={"delete": ["x" * 2000]})).status == 200
+    assert seen[0] == threading.main_thread().name and seen[1] != seen[0]

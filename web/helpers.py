@@ -32,6 +32,7 @@ WORKER = web.AppKey("worker", PromptWorker)
 MAX_JSON_BYTES = 32 << 20
 MAX_JSON_DEPTH = 100
 MAX_INT_DIGITS = 64
+INLINE_PARSE_BYTES = 1 << 20
 LOG_VALUE_CHARS = 300
 T = TypeVar("T")
 
@@ -188,6 +189,8 @@ async def read_json(request: web.Request, *, default: Any = ..., what: str = "re
         if default is ...:
             raise BadRequest(f"{what} is empty; expected JSON")
         return default
+    if len(raw) > INLINE_PARSE_BYTES:  # a big body is parsed on a worker thread: the server keeps answering
+        return await asyncio.to_thread(parse_json, raw, what=what)
     return parse_json(raw, what=what)
 
 
