@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeAlias
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from executor.schema import NodeContext
+from models.lora.cache import FileCache
 from settings import Settings
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ class NodeServices:
     settings: Settings
     model_paths: ModelPaths | None = None
     memory: MemoryManager | None = None
+    loras: FileCache[Any] = field(default_factory=FileCache)  # parsed LoRA files (models.lora.cache)
 
 
 # The context every built-in node receives.
