@@ -64,12 +64,8 @@ def test_a_text_edit_reruns_encoding_and_sampling_with_no_model_loads(demo_model
 
 def test_a_lora_strength_edit_repatches_without_reading_the_file(demo_models_dir, tmp_path, monkeypatch):
     app = build(demo_models_dir, tmp_path)
-    loras = (
-        sorted((demo_models_dir / "loras").glob("*.safetensors"))
-        if (demo_models_dir / "loras").is_dir()
-        else []
-    )
-    if "LoraLoaderModelOnly" not in app.registry or not loras:
+    lora = demo_models_dir / "loras" / "tiny-diffusers.safetensors"
+    if "LoraLoaderModelOnly" not in app.registry or not lora.is_file():
         pytest.skip("LoraLoaderModelOnly and demo LoRA files are not available yet")
     import models.lora.load as lora_load
 
@@ -84,12 +80,13 @@ def test_a_lora_strength_edit_repatches_without_reading_the_file(demo_models_dir
     prompt = shrink(load("flux_dev_txt2img.json"))
     prompt["30"] = {
         "class_type": "LoraLoaderModelOnly",
-        "inputs": {"model": ["1", 0], "lora_name": loras[0].name, "strength_model": 1.0},
+        "inputs": {"model": ["1", 0], "lora_name": lora.name, "strength_model": 1.0},
     }
     prompt["8"]["inputs"]["model"] = ["30", 0]
     app.executor.run_prompt(copy.deepcopy(prompt), prompt_id="a")
     memory = app.services.memory
     first_reads, patched = len(reads), memory.stats.patched_tensors
+    assert first_reads == 1
     assert patched > 0  # patches applied on placement
     prompt["30"]["inputs"]["strength_model"] = 0.5
     result = app.executor.run_prompt(copy.deepcopy(prompt), prompt_id="b")
