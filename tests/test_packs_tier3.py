@@ -36,6 +36,7 @@ def host(tmp_path, demo_models_dir):
 
 def test_load_checkpoint_guess_config_from_a_path(host, demo_models_dir, tmp_path):
     import comfy.sd
+
     import nodes
 
     path = demo_models_dir / "checkpoints" / "flux1-schnell.safetensors"
