@@ -438,3 +438,49 @@ def test_canny_control_lora_widens_dev_to_128_inputs(app):
     assert handle.params.in_channels == 128
     widened = _flat(handle)["img_in.weight"]
     assert widened.shape == (128, 128)
+
+
+def test_onereward_fill_template_runs(app, tmp_path):
+    """ComfyUI's image_flux.1_fill_dev_OneReward template (LoraLoaderModelOnly in a subgraph), with demo files."""
+    import importlib.resources
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from executor.workflow import ui_to_api
+
+    templates = importlib.resources.files("comfyui_workflow_templates_json") / "templates"
+    workflow = json.loads((templates / "image_flux.1_fill_dev_OneReward.json").read_text(encoding="utf-8"))
+    registry = build_registry()
+    api = ui_to_api(workflow, registry)
+    loras = [n for n in api.values() if n["class_type"] == "LoraLoaderModelOnly"]
+    assert loras and loras[0]["inputs"]["lora_name"] == "removal_timestep_alpha-2-1740.safetensors"
+    input_dir = tmp_path / "input"
+    input_dir.mkdir()
+    for node in api.values():
+        inputs = node["inputs"]
+        if node["class_type"] == "UNETLoader":
+            inputs["unet_name"] = "flux1-fill-dev.safetensors"
+        elif node["class_type"] == "LoraLoaderModelOnly":
+            inputs["lora_name"] = "tiny-xlabs.safetensors"  # attention-only: fits the Fill model too
+        elif node["class_type"] == "KSampler":
+            inputs["steps"] = 2
+        elif node["class_type"] == "ImagePadForOutpaint":
+            for side in ("left", "top", "right", "bottom"):
+                inputs[side] = min(inputs[side], 16)
+        elif node["class_type"] == "LoadImage":
+            rgba = np.full((48, 64, 4), 255, np.uint8)
+            rgba[..., 0] = np.arange(64, dtype=np.uint8)[None, :] * 4
+            rgba[10:30, 20:40, 3] = 0  # the hole to fill
+            Image.fromarray(rgba, "RGBA").save(input_dir / inputs["image"])
+    services = dataclasses.replace(
+        app.services, settings=dataclasses.replace(app.services.settings, input_dir=input_dir)
+    )
+    executor = Executor(registry, services=services)
+    result = executor.run_prompt(api, prompt_id="onereward")
+    shown = [n for n, out in result.outputs.items() if out.get("images")]
+    assert len(shown) >= 2  # the inpainting and outpainting previews
+    lora_ids = [n for n, node in api.items() if node["class_type"] == "LoraLoaderModelOnly"]
+    assert set(lora_ids) <= set(result.ran)
+    assert all("text" not in out for out in result.outputs.values())  # every LoRA key applied

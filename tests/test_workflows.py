@@ -41,6 +41,7 @@ EXPECTED = {
     "flux_kontext_edit.json": ("flux_kontext", WIDTH, HEIGHT),
     "flux_canny.json": ("flux_canny", WIDTH, HEIGHT),
     "flux_dev_sampler_custom_advanced.json": ("flux_dev_custom", WIDTH, HEIGHT),
+    "flux_dev_lora.json": ("flux_dev_lora", WIDTH, HEIGHT),
 }
 
 
