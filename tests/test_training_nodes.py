@@ -178,7 +178,6 @@ def test_training_graph_runs_saves_and_streams(app, tmp_path):
     assert saved.name == "motif_6_steps_00001_.safetensors"
     assert (out / "loras" / "motif_6_steps_00001_.state.safetensors").is_file()
     # every key maps onto a weight of the model through an independent ComfyUI-style key map
-    model = app.services.model_paths and None
     from models.tiny import tiny_flux
 
     model = tiny_flux()
@@ -235,8 +234,7 @@ def test_lora_model_loader_patches_equal_the_trained_adapters():
 
     model = tiny_flux()
     gen = torch.Generator().manual_seed(0)
-    sample = Sample(torch.randn(16, 4, 4, generator=gen), torch.randn(3, 64, generator=gen) if False else
-                    torch.randn(3, TINY_FLUX_DEV.context_in_dim, generator=gen),
+    sample = Sample(torch.randn(16, 4, 4, generator=gen),                     torch.randn(3, TINY_FLUX_DEV.context_in_dim, generator=gen),
                     torch.randn(TINY_FLUX_DEV.vec_in_dim, generator=gen))  # fmt: skip
     for algorithm in ("LoRA", "LoHa", "LoKr"):
         result = train(
