@@ -253,8 +253,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def run_once(session: aiohttp.ClientSession, base: str, ws: aiohttp.ClientWebSocketResponse, sid: str,
-                   graph: dict, server_pid: int) -> dict:
+async def run_once(
+    session: aiohttp.ClientSession,
+    base: str,
+    ws: aiohttp.ClientWebSocketResponse,
+    sid: str,
+    graph: dict,
+    server_pid: int,
+) -> dict:
     """Seconds from POST to `executing` null (wall, server CPU, client CPU), WebSocket bytes and messages."""
     server_cpu, client_cpu = cpu_seconds(server_pid), time.process_time()
     start = time.perf_counter()
@@ -270,15 +276,23 @@ async def run_once(session: aiohttp.ClientSession, base: str, ws: aiohttp.Client
         if message.type == aiohttp.WSMsgType.TEXT:
             received += len(message.data)
             data = message.json()
-            done = (data["type"] == "executing" and data["data"].get("node") is None
-                    and data["data"].get("prompt_id") == prompt_id)
+            done = (
+                data["type"] == "executing"
+                and data["data"].get("node") is None
+                and data["data"].get("prompt_id") == prompt_id
+            )
         elif message.type == aiohttp.WSMsgType.BINARY:
             received += len(message.data)
         else:
             raise SystemExit(f"websocket closed: {message.type} {message.data!r}")
         messages += 1
-    run = {"seconds": time.perf_counter() - start, "server_cpu": cpu_seconds(server_pid) - server_cpu,
-           "client_cpu": time.process_time() - client_cpu, "bytes": received, "messages": messages}
+    run = {
+        "seconds": time.perf_counter() - start,
+        "server_cpu": cpu_seconds(server_pid) - server_cpu,
+        "client_cpu": time.process_time() - client_cpu,
+        "bytes": received,
+        "messages": messages,
+    }
     async with session.get(f"{base}/history/{prompt_id}") as response:
         status = (await response.json())[prompt_id]["status"]["status_str"]
     if status != "success":
@@ -303,31 +317,47 @@ async def measure_per_node(base: str, server_pid: int, sizes: list[int], repeats
                         cold.append(await run_once(session, base, ws, sid, graph, server_pid))
                         cached.append(await run_once(session, base, ws, sid, graph, server_pid))
                     for kind, runs in (("cold", cold), ("cached", cached)):
-                        row = {"shape": shape, "nodes": size, "kind": kind, "bytes": runs[0]["bytes"],
-                               "messages": runs[0]["messages"]}
+                        row = {
+                            "shape": shape,
+                            "nodes": size,
+                            "kind": kind,
+                            "bytes": runs[0]["bytes"],
+                            "messages": runs[0]["messages"],
+                        }
                         for key in ("seconds", "server_cpu", "client_cpu"):  # medians; CPU has 10 ms ticks
                             row[key] = statistics.median(run[key] for run in runs)
                         rows.append(row)
-                    print(f"{shape} {size}: cold {rows[-2]['seconds'] * 1000:.1f} ms, "
-                          f"cached {rows[-1]['seconds'] * 1000:.1f} ms", file=sys.stderr, flush=True)
+                    print(
+                        f"{shape} {size}: cold {rows[-2]['seconds'] * 1000:.1f} ms, "
+                        f"cached {rows[-1]['seconds'] * 1000:.1f} ms",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     return rows
 
 
 def per_node_table(rows: list[dict]) -> str:
     """Marginal µs and bytes per node against the smallest graph of the same shape and kind."""
-    lines = ["| graph | nodes | run | wall ms | wall µs/node | server CPU µs/node | client CPU µs/node "
-             "| WS bytes/node | messages |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| graph | nodes | run | wall ms | wall µs/node | server CPU µs/node | client CPU µs/node "
+        "| WS bytes/node | messages |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     base = {}
     for row in rows:
         first = base.setdefault((row["shape"], row["kind"]), row)
         extra = row["nodes"] - first["nodes"]
 
-        def marginal(key: str, scale: float = 1e6, row: dict = row, first: dict = first, extra: int = extra) -> str:
+        def marginal(
+            key: str, scale: float = 1e6, row: dict = row, first: dict = first, extra: int = extra
+        ) -> str:
             return f"{(row[key] - first[key]) / extra * scale:.1f}" if extra else "-"
 
-        lines.append(f"| {row['shape']} | {row['nodes']:,} | {row['kind']} | {row['seconds'] * 1000:.1f} | "
-                     f"{marginal('seconds')} | {marginal('server_cpu')} | {marginal('client_cpu')} | "
-                     f"{marginal('bytes', 1)} | {row['messages']:,} |")
+        lines.append(
+            f"| {row['shape']} | {row['nodes']:,} | {row['kind']} | {row['seconds'] * 1000:.1f} | "
+            f"{marginal('seconds')} | {marginal('server_cpu')} | {marginal('client_cpu')} | "
+            f"{marginal('bytes', 1)} | {row['messages']:,} |"
+        )
     return "\n".join(lines)
 
 

@@ -102,7 +102,7 @@ class NullSink:
 
 
 class ListSink:
-    """Collects events; used by the CLI summary and by tests."""
+    """Collects every event in order (tests, and scripts that want the whole record of a run)."""
 
     def __init__(self) -> None:
         self.events: list[Event] = []
@@ -112,4 +112,3 @@ class ListSink:
 
     def of_kind(self, kind: str) -> list[Event]:
         return [e for e in self.events if e.kind == kind]
-

@@ -58,18 +58,48 @@ def free_port() -> int:
 
 def image_invert_workflow(filename: str) -> dict:
     """LoadImage -> ImageInvert -> SaveImage, as the canvas saves it (schema 0.4)."""
+
     def node(node_id, type_, x, inputs, outputs, widgets=None):
-        return {"id": node_id, "type": type_, "pos": [x, 80], "size": [320 if widgets else 240, 320], "flags": {}, "order": node_id - 1,
-                "mode": 0, "inputs": inputs, "outputs": outputs, "properties": {},
-                **({"widgets_values": widgets} if widgets is not None else {})}
+        return {
+            "id": node_id,
+            "type": type_,
+            "pos": [x, 80],
+            "size": [320 if widgets else 240, 320],
+            "flags": {},
+            "order": node_id - 1,
+            "mode": 0,
+            "inputs": inputs,
+            "outputs": outputs,
+            "properties": {},
+            **({"widgets_values": widgets} if widgets is not None else {}),
+        }
 
     return {
-        "last_node_id": 3, "last_link_id": 2, "version": 0.4, "groups": [], "config": {}, "extra": {},
+        "last_node_id": 3,
+        "last_link_id": 2,
+        "version": 0.4,
+        "groups": [],
+        "config": {},
+        "extra": {},
         "nodes": [
-            node(1, "LoadImage", 40, [], [{"name": "IMAGE", "type": "IMAGE", "links": [1]},
-                                         {"name": "MASK", "type": "MASK", "links": []}], [filename, "image"]),
-            node(2, "ImageInvert", 400, [{"name": "image", "type": "IMAGE", "link": 1}],
-                 [{"name": "IMAGE", "type": "IMAGE", "links": [2]}]),
+            node(
+                1,
+                "LoadImage",
+                40,
+                [],
+                [
+                    {"name": "IMAGE", "type": "IMAGE", "links": [1]},
+                    {"name": "MASK", "type": "MASK", "links": []},
+                ],
+                [filename, "image"],
+            ),
+            node(
+                2,
+                "ImageInvert",
+                400,
+                [{"name": "image", "type": "IMAGE", "link": 1}],
+                [{"name": "IMAGE", "type": "IMAGE", "links": [2]}],
+            ),
             node(3, "SaveImage", 760, [{"name": "images", "type": "IMAGE", "link": 2}], [], ["browser_test"]),
         ],
         "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 2, 0, 3, 0, "IMAGE"]],
@@ -111,7 +141,9 @@ def server(tmp_path):
 def test_canvas_shows_flux_graph_and_runs_a_workflow(server, tmp_path):
     url, dirs = server
     origin = urlsplit(url).netloc
-    default_types = [n["type"] for n in json.loads((ROOT / "workflows/default_flux.json").read_text())["nodes"]]
+    default_types = [
+        n["type"] for n in json.loads((ROOT / "workflows/default_flux.json").read_text())["nodes"]
+    ]
     problems: list[str] = []
 
     def on_console(message) -> None:
@@ -126,14 +158,24 @@ def test_canvas_shows_flux_graph_and_runs_a_workflow(server, tmp_path):
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.route("**/*", lambda route: route.continue_() if urlsplit(route.request.url).netloc == origin
-                       else route.abort("namenotresolved"))
+            page.route(
+                "**/*",
+                lambda route: (
+                    route.continue_()
+                    if urlsplit(route.request.url).netloc == origin
+                    else route.abort("namenotresolved")
+                ),
+            )
             page.on("console", on_console)
             # Uploaded before the page loads, so the canvas's list of input files already has it.
             buffer = io.BytesIO()
             Image.new("RGB", (64, 48), INPUT_RGB).save(buffer, "PNG")
-            upload = page.request.post(url + "api/upload/image", multipart={
-                "image": {"name": "browser_in.png", "mimeType": "image/png", "buffer": buffer.getvalue()}})
+            upload = page.request.post(
+                url + "api/upload/image",
+                multipart={
+                    "image": {"name": "browser_in.png", "mimeType": "image/png", "buffer": buffer.getvalue()}
+                },
+            )
             assert upload.ok, upload.text()
             page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
             page.goto(url)
@@ -142,13 +184,17 @@ def test_canvas_shows_flux_graph_and_runs_a_workflow(server, tmp_path):
             assert sorted(page.evaluate("window.app.graph._nodes.map(n => n.type)")) == sorted(default_types)
             page.screenshot(path=str(tmp_path / "first_run.png"))
 
-            page.evaluate("workflow => window.app.loadGraphData(workflow)", image_invert_workflow(upload.json()["name"]))
+            page.evaluate(
+                "workflow => window.app.loadGraphData(workflow)", image_invert_workflow(upload.json()["name"])
+            )
             page.wait_for_function("window.app.graph.getNodeById(3)?.type === 'SaveImage'")
 
             page.get_by_role("button", name="Run", exact=True).click()
             page.wait_for_function(
                 "(() => { const img = window.app.graph.getNodeById(3)?.imgs?.[0];"
-                " return !!img && img.complete && img.naturalWidth === 64 })()", timeout=30_000)
+                " return !!img && img.complete && img.naturalWidth === 64 })()",
+                timeout=30_000,
+            )
             shown = page.evaluate("window.app.graph.getNodeById(3).imgs[0].src")
             page.screenshot(path=str(tmp_path / "after_run.png"))
         finally:
@@ -173,7 +219,10 @@ def test_console_filter_tolerates_only_offline_and_comfyui_404s():
     here = f"http://{origin}"
     assert console_problem(f"{NOT_FOUND} (Not Found)", f"{here}/api/userdata/user.css", origin) is None
     assert console_problem(f"{NOT_FOUND} (Not Found)", f"{here}/api/view?filename=x", origin)
-    assert console_problem(f"Failed to load resource: {OFFLINE}", "https://fonts.example.com/a.css", origin) is None
+    assert (
+        console_problem(f"Failed to load resource: {OFFLINE}", "https://fonts.example.com/a.css", origin)
+        is None
+    )
     assert console_problem(f"Failed to load resource: {OFFLINE}", f"{here}/api/x", origin)
     refused = "Refused to apply style from 'api/userdata/user.css' because its MIME type ('application/json')"
     assert console_problem(refused, f"{here}/", origin)
