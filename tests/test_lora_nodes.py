@@ -30,6 +30,7 @@ MODULES = (
     "nodes.conditioning.flux",
     "nodes.latent.latents",
     "nodes.sampling.ksampler",
+    "nodes.image.transforms",
 )
 
 
@@ -438,6 +439,21 @@ def test_canny_control_lora_widens_dev_to_128_inputs(app):
     assert handle.params.in_channels == 128
     widened = _flat(handle)["img_in.weight"]
     assert widened.shape == (128, 128)
+    # and it samples like Canny-dev: InstructPixToPixConditioning feeds the 16 extra latent channels
+    nodes = image_nodes(["l1", 0], ["clip", 0])
+    nodes["hint"] = {
+        "class_type": "EmptyImage",
+        "inputs": {"width": 64, "height": 48, "batch_size": 1, "color": 8421504},
+    }
+    nodes["ip2p"] = {
+        "class_type": "InstructPixToPixConditioning",
+        "inputs": {"positive": ["pos", 0], "negative": ["neg", 0], "vae": ["vae", 0], "pixels": ["hint", 0]},
+    }
+    nodes["ks"]["inputs"] |= {"positive": ["ip2p", 0], "negative": ["ip2p", 1], "latent_image": ["ip2p", 2]}
+    _, out = app({**prompt, **nodes}, "canny-image")
+    assert out["img"].shape == (1, 48, 64, 3) and torch.isfinite(out["img"]).all()
+    app.services.memory.free_all()  # offloading puts the base tensors back
+    assert handle.module.img_in.weight.shape == (128, 64)
 
 
 def test_onereward_fill_template_runs(app, tmp_path):

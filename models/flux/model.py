@@ -74,10 +74,9 @@ class Flux(nn.Module):
                 f"img and txt must be [B, L, C] token tensors, got shapes {tuple(img.shape)} "
                 f"and {tuple(txt.shape)}"
             )
-        if img.shape[-1] != self.in_channels:
-            raise ValueError(
-                f"img has {img.shape[-1]} features per token, the model takes {self.in_channels}"
-            )
+        width = self.img_in.weight.shape[-1]  # not params: a Canny/Depth LoRA widens img_in
+        if img.shape[-1] != width:
+            raise ValueError(f"img has {img.shape[-1]} features per token, the model takes {width}")
         ext = extensions if extensions is not None else NO_EXTENSIONS
         n_img = img.shape[1]
         img = self.img_in(img)

@@ -26,13 +26,22 @@ STRENGTH = dict(default=1.0, min=-100.0, max=100.0, step=0.01)
 
 
 def lora_targets(model: ModelHandle | None, clip: ClipHandle | None) -> LoraTargets:
-    """What the LoRA may patch: the diffusion model's keys and, with a CLIP, both text encoders'."""
+    """What the LoRA may patch: the diffusion model's keys and, with a CLIP, both text encoders'.
+
+    img_in's width comes from the handle's params, not the module: while the memory manager holds a
+    widened copy for a Canny/Depth LoRA the module's tensor is wider than the base it patches.
+    """
     encoders = clip.encoders if clip is not None else None
-    return LoraTargets.of(
+    targets = LoraTargets.of(
         model.module if model is not None else None,
         getattr(encoders, "clip", None),
         getattr(encoders, "t5", None),
     )
+    width = getattr(model.params, "in_channels", None) if model is not None else None
+    img_in = targets.shapes.get("img_in.weight")
+    if width is not None and img_in is not None and img_in[1] != width:
+        targets = LoraTargets({**targets.shapes, "img_in.weight": (img_in[0], int(width))})
+    return targets
 
 
 def _lora_bytes(lora: LoraFile) -> int:
