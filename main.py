@@ -296,6 +296,12 @@ def command_serve(settings: Settings) -> int:
         CHANNEL.connect(send_json, send_bytes, current_client)
         PromptServer.instance.attach(web_app)
 
+    def on_prompt(body: dict[str, Any]) -> dict[str, Any]:
+        """The packs' handlers of a POST /prompt body (ComfyUI's trigger_on_prompt)."""
+        from nodes.compat.server import PromptServer
+
+        return PromptServer.instance.trigger_on_prompt(body)
+
     services = WebServices(
         settings=settings, registry=app.registry, executor=app.executor, queue=queue,
         node_services=app.services, model_paths=model_paths,
@@ -304,6 +310,7 @@ def command_serve(settings: Settings) -> int:
         argv=tuple(sys.argv),
         packs=tuple(app.packs.as_dicts()) if app.packs is not None else (),
         attach_packs=attach_packs,
+        on_prompt=on_prompt,
     )
     # The worker thread is CPU-bound between GPU calls; with the default 5 ms GIL switch interval every
     # syscall of a request handler can wait that long for the GIL. 1 ms keeps p99 API latency low.

@@ -40,6 +40,7 @@ def load(root: Path, folders: Sequence[Path], *, entry_points: bool = False) -> 
         node_services=node_services,
         packs=tuple(report.as_dicts()),
         attach_packs=attach,
+        on_prompt=compat_server.PromptServer.instance.trigger_on_prompt,
         web_directories=report.web_directories,
     )
     return services, report

@@ -28,7 +28,7 @@ def test_packs_command_lists_loaded_and_failed(tmp_path, capsys):
     assert code == 1
     lines = out.splitlines()
     broken = next(line for line in lines if "fl_broken_pack" in line)
-    assert "FAILED: MissingComfyFeature" in broken and "comfy.sd.load_checkpoint_guess_config" in broken
+    assert "FAILED: MissingComfyFeature" in broken and "comfy.model_base.Flux" in broken
     assert any(line.strip().endswith("fl_v3_pack: 2 nodes") for line in lines)
     assert "fl_v3_pack: FL_InvertV3, FL_LabelV3" in lines
     assert any("comfyui_tooling_nodes (pip): 5 nodes" in line for line in lines)  # pip-installed pack

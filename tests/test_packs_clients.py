@@ -116,6 +116,7 @@ def test_websocket_client_gets_images_and_pack_messages(server):
                     "3": {"class_type": "ETN_SendImageWebSocket", "inputs": {"images": ["1", 0]}},
                     "4": {"class_type": "FLSaveImageWebsocket", "inputs": {"images": ["1", 0]}},
                     "5": {"class_type": "NotifyFL", "inputs": {"text": "bye"}},
+                    "6": {"class_type": "NotifyFL", "inputs": {"text": "$stamp"}},
                 }
                 async with session.post(
                     url + "prompt", json={"prompt": prompt, "client_id": "wsclient"}
@@ -145,6 +146,10 @@ def test_websocket_client_gets_images_and_pack_messages(server):
         with Image.open(io.BytesIO(frame[8:])) as image:
             assert image.size == (6, 4) and image.convert("RGB").getpixel((5, 3)) == (9, 99, 199)
     assert {"type": "fl_utility.notify", "data": {"text": "bye", "node": "5"}} in seen
+    assert {
+        "type": "fl_utility.notify",
+        "data": {"text": "stamped", "node": "6"},
+    } in seen  # on-prompt handler
     assert any(isinstance(m, dict) and m["type"] == "execution_success" for m in seen)
 
 

@@ -35,7 +35,7 @@ async def test_packs_load_and_failures_are_isolated(tmp_path):
     assert os.environ.get("FL_UTILITY_PRESTARTUP") == "ran"
     broken = packs["fl_broken_pack"].error
     assert "MissingComfyFeature" in broken and "'fl_broken_pack'" in broken
-    assert "comfy.sd.load_checkpoint_guess_config" in broken
+    assert "comfy.model_base.Flux" in broken
     assert set(packs["fl_utility_pack"].nodes) == {
         "ImageResizeFL",
         "MaskPreviewFL",
@@ -51,7 +51,7 @@ async def test_packs_load_and_failures_are_isolated(tmp_path):
         listed = await (await client.get("/api/fluxloom/packs")).json()
         assert listed["loaded"] == 3 and listed["failed"] == 1
         failed = [p for p in listed["packs"] if not p["loaded"]]
-        assert failed[0]["name"] == "fl_broken_pack" and "comfy.sd" in failed[0]["error"]
+        assert failed[0]["name"] == "fl_broken_pack" and "comfy.model_base" in failed[0]["error"]
         # Routes added at import: through the route table (plain and /api) and through `app.router`.
         assert await (await client.get("/fl_utility/checkpoints")).json() == []
         assert await (await client.get("/api/fl_utility/checkpoints")).json() == []
@@ -95,6 +95,7 @@ async def test_fixture_nodes_run_through_the_server(tmp_path):
         "label": {"class_type": "FL_LabelV3", "inputs": {"text": "ab", "repeat": 2}},
         "mask": {"class_type": "MaskPreviewFL", "inputs": {"mask": ["load", 1]}},
         "notify": {"class_type": "NotifyFL", "inputs": {"text": "hello"}},
+        "stamp": {"class_type": "NotifyFL", "inputs": {"text": "$stamp"}},
         "sel": {
             "class_type": "SamplerSelectorFL",
             "inputs": {"sampler_name": "euler", "scheduler": "simple"},
@@ -124,7 +125,8 @@ async def test_fixture_nodes_run_through_the_server(tmp_path):
         assert img.size == (8, 6) and img.getpixel((0, 0))[0] < 10  # red inverted: R ~ 5
     json_messages = [m for m in messages if isinstance(m, dict)]
     notify = [m for m in json_messages if m["type"] == "fl_utility.notify"]
-    assert notify == [{"type": "fl_utility.notify", "data": {"text": "hello", "node": "notify"}}]
+    assert {"type": "fl_utility.notify", "data": {"text": "hello", "node": "notify"}} in notify
+    assert outputs["stamp"]["text"] == ["stamped"]  # the pack's on-prompt handler rewrote the prompt
     resize_progress = [
         m["data"] for m in json_messages if m["type"] == "progress" and m["data"]["node"] == "resize"
     ]

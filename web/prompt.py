@@ -42,6 +42,8 @@ class PromptRoutes:
 
     async def post(self, request: web.Request) -> web.Response:
         body = await read_object(request)
+        if self.services.on_prompt is not None:  # node packs' PromptServer.add_on_prompt_handler
+            body = self.services.on_prompt(body)
         if "prompt" not in body or body["prompt"] is None:
             raise _error("no_prompt", "No prompt provided", "the body needs a 'prompt' object (API format)")
         return await self.enqueue(body, body["prompt"])

@@ -54,6 +54,7 @@ class WebServices:
     # (called with the app, send_json, send_bytes and current_client functions before the app starts).
     packs: tuple[Mapping[str, Any], ...] = ()
     attach_packs: Callable[..., None] | None = None
+    on_prompt: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # packs' handlers of POST /prompt
 
     @property
     def max_upload_bytes(self) -> int:

@@ -124,6 +124,10 @@ class PromptServer:
         self.prompt_queue: Any = None
         self._attached = False
 
+    @property
+    def attached(self) -> bool:
+        return self._attached
+
     # --- the app ------------------------------------------------------------------------------
     def attach(self, app: web.Application) -> None:
         """Mount the packs' routes and replay their app calls on the real app (before it starts)."""
@@ -155,9 +159,12 @@ class PromptServer:
     def trigger_on_prompt(self, json_data: dict[str, Any]) -> dict[str, Any]:
         for handler in self.on_prompt_handlers:
             try:
-                json_data = handler(json_data)
+                changed = handler(json_data)
             except Exception:
                 log.exception("an on_prompt handler failed")
+                continue
+            if isinstance(changed, dict):
+                json_data = changed
         return json_data
 
     # --- state ----------------------------------------------------------------------------------

@@ -123,6 +123,8 @@ def _import_pack(path: Path) -> ModuleType:
     )
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import {path}")
+    for stale in [m for m in sys.modules if m == module_name or m.startswith(module_name + ".")]:
+        del sys.modules[stale]  # loading again (a second app in one process) re-imports every file
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:
@@ -278,6 +280,10 @@ def load_custom_nodes(
 
     folder_list = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
     compat.install(services, registry)
+    from nodes.compat.server import PromptServer
+
+    if PromptServer.instance.attached:  # a second app in this process: packs imported now get a new server
+        PromptServer()
     custom_nodes_package(f for f in folder_list if f.is_dir())
     loader = _Loader(registry)
 

@@ -1,6 +1,6 @@
 """A pack that needs ComfyUI's model internals at import time: it must fail alone."""
 
-import comfy.sd
+from comfy.model_base import Flux
 
-MODEL = comfy.sd.load_checkpoint_guess_config("model.safetensors")
+MODEL = Flux(None)
 NODE_CLASS_MAPPINGS = {}

@@ -17,3 +17,14 @@ async def echo(request: web.Request) -> web.Response:
 
 
 PromptServer.instance.app.router.add_get("/fl_utility/echo", echo)
+
+
+def stamp(json_data: dict) -> dict:
+    """An on-prompt handler: fills "$stamp" texts before the prompt is validated (rgthree's seeds work so)."""
+    for node in (json_data.get("prompt") or {}).values():
+        if isinstance(node, dict) and node.get("inputs", {}).get("text") == "$stamp":
+            node["inputs"]["text"] = "stamped"
+    return json_data
+
+
+PromptServer.instance.add_on_prompt_handler(stamp)
