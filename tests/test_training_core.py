@@ -257,3 +257,16 @@ def test_gradient_checkpointing_gives_the_same_lora(model, data):
     ckpt = train(model, data, cfg.replace(gradient_checkpointing=True)).lora
     assert plain.keys() == ckpt.keys()
     assert all(torch.allclose(plain[k], ckpt[k], atol=1e-6) for k in plain)
+
+
+def test_training_on_an_fp8_base_leaves_its_weights_untouched(demo_models_dir, data):
+    from models.formats.load import load_flux_transformer
+
+    model = load_flux_transformer(demo_models_dir / "diffusion_models" / "flux1-dev-fp8.safetensors")
+    qkv = model.double_blocks[0].img_attn.qkv
+    assert qkv.weight.dtype == torch.float8_e4m3fn
+    before = snapshot(model)
+    result = train(model, data, TrainConfig(steps=2, learning_rate=1e-2, rank=2))
+    assert_untouched(model, before)
+    up = result.lora["diffusion_model.double_blocks.0.img_attn.qkv.lora_up.weight"]
+    assert up.abs().max() > 0 and torch.isfinite(up).all()
