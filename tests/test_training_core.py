@@ -270,3 +270,21 @@ def test_training_on_an_fp8_base_leaves_its_weights_untouched(demo_models_dir, d
     assert_untouched(model, before)
     up = result.lora["diffusion_model.double_blocks.0.img_attn.qkv.lora_up.weight"]
     assert up.abs().max() > 0 and torch.isfinite(up).all()
+
+
+def test_adapters_hook_into_a_second_base_and_detach_from_it_alone():
+    train_base, inference_base = tiny_flux(seed=0), tiny_flux(seed=1)
+    ad = adapters.create(train_base, rank=2, seed=3)
+    with torch.no_grad():
+        for p in ad.parameters():
+            p.add_(0.1)
+    layer_a, layer_b = train_base.single_blocks[0].linear2, inference_base.single_blocks[0].linear2
+    x = torch.randn(2, layer_a.in_features)
+    plain_a, plain_b = layer_a(x), layer_b(x)
+    ad.hook_into(train_base)
+    ad.hook_into(inference_base)
+    assert not torch.allclose(layer_b(x), plain_b)
+    ad.detach_from(inference_base)
+    assert torch.equal(layer_b(x), plain_b) and not torch.allclose(layer_a(x), plain_a)
+    ad.detach()
+    assert torch.equal(layer_a(x), plain_a)
