@@ -137,8 +137,8 @@ class ForwardTimer:
                 handle.remove()
 
 
-def ours_runner(m: Models, size: int, steps: int):
-    """A function (seed) -> None running the txt2img graph through our executor."""
+def ours_runner(m: Models, size: int, steps: int, memory: Any = None):
+    """A function (seed) -> None running the txt2img graph through our executor (`memory`: its MemoryManager)."""
     from executor.cache import OutputCache
     from executor.run import Executor
     from executor.schema import ANY, Node, Schema, String
@@ -165,7 +165,7 @@ def ours_runner(m: Models, size: int, steps: int):
 
     registry = build_registry()
     registry.register(BenchHandle)
-    services = NodeServices(settings=Settings(), memory=MemoryManager(m.device))
+    services = NodeServices(settings=Settings(), memory=memory if memory is not None else MemoryManager(m.device))
     executor = Executor(registry, cache=OutputCache(max_bytes=1 << 30, sizeof=outputs_bytes), hooks=TorchNodeHooks(),
                         services=services)
 
@@ -190,8 +190,12 @@ def ours_runner(m: Models, size: int, steps: int):
     return run
 
 
-def diffusers_runner(m: Models, size: int, steps: int):
-    """A function (seed) -> None running diffusers' FluxPipeline on the same weights."""
+def diffusers_runner(m: Models, size: int, steps: int, offload: str | None = None):
+    """A function (seed) -> None running diffusers' FluxPipeline on the same weights.
+
+    `offload`: "model_cpu_offload" (enable_model_cpu_offload) or "group_offload_streams" (block-level
+    group offload of every component, one block per group, prefetch on a CUDA stream); None: as placed.
+    """
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import CLIPTokenizer, T5Tokenizer
 
@@ -220,6 +224,13 @@ def diffusers_runner(m: Models, size: int, steps: int):
     pipe = FluxPipeline(scheduler=scheduler, vae=vae.eval(), text_encoder=m.clip, tokenizer=clip_tok,
                         text_encoder_2=m.t5, tokenizer_2=t5_tok, transformer=transformer.eval())
     pipe.set_progress_bar_config(disable=True)
+    if offload == "model_cpu_offload":
+        pipe.enable_model_cpu_offload()
+    elif offload == "group_offload_streams":
+        pipe.enable_group_offload(onload_device=m.device, offload_device=torch.device("cpu"),
+                                  offload_type="block_level", num_blocks_per_group=1, use_stream=True)
+    elif offload is not None:
+        raise ValueError(f"unknown offload mode {offload!r}")
 
     def run(seed: int) -> None:
         with torch.no_grad():

@@ -61,6 +61,7 @@ class MemoryStats:
     peak_bytes: int = 0
     loads: int = 0  # models placed on the device (fully or as a streaming plan)
     patched_tensors: int = 0  # weight edits computed
+    max_working_bytes: int = 0  # the largest activation memory a use declared
 
 
 @dataclass(eq=False)
@@ -594,6 +595,7 @@ class MemoryManager:
         parts = [part for item in items for part in parts_of(item)]
         with self._lock:
             self._reap()
+            self.stats.max_working_bytes = max(self.stats.max_working_bytes, working_bytes)
             entries: list[_Entry] = []
             try:
                 for part in parts:
