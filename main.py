@@ -134,7 +134,7 @@ def build_app(settings: Settings, *, load_packs: bool = True) -> App:
     """Wire the engine: built-in nodes + custom packs, services for nodes, executor with torch hooks."""
     from executor.cache import OutputCache
     from executor.run import Executor
-    from nodes.runtime.custom_loader import load_custom_nodes
+    from nodes.runtime.custom_loader import load_custom_nodes, with_pack_folders
     from nodes.runtime.hooks import TorchNodeHooks, outputs_bytes
     from nodes.runtime.model_paths import ModelPaths
     from nodes.runtime.registry import build_registry
@@ -147,6 +147,7 @@ def build_app(settings: Settings, *, load_packs: bool = True) -> App:
     if load_packs:  # our folder, `custom_nodes` folders of extra_model_paths.yaml, then pip-installed packs
         folders = [settings.custom_nodes_dir, *model_paths.folders.get("custom_nodes", ())]
         packs = load_custom_nodes(folders, registry, entry_points=True, services=services)
+        services = with_pack_folders(services)  # folders packs added (folder_paths) serve our nodes too
     cache = OutputCache(max_bytes=settings.cache_bytes, sizeof=outputs_bytes)
     executor = Executor(registry, cache=cache, hooks=TorchNodeHooks(), services=services)
     return App(settings, registry, services, executor, packs)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from nodes.runtime.custom_loader import load_custom_nodes
+from nodes.runtime.custom_loader import load_custom_nodes, with_pack_folders
 from nodes.runtime.model_paths import ModelPaths
 from nodes.runtime.registry import build_registry
 from tests.pack_server import PACKS, load, serve_packs
@@ -221,6 +221,16 @@ async def test_pack_folder_of_an_existing_install_with_relative_imports(tmp_path
         "borrowed_pack": ("Borrowed7",),
     }
     assert registry["Borrowed7"].schema.python_module == "custom_nodes.borrowed_pack"
+
+
+def test_folders_packs_add_reach_our_model_paths(tmp_path):
+    services, _ = load(tmp_path, [PACKS])
+    models = Path(services.settings.models_dir)
+    (models / "fl_loras").mkdir(parents=True)
+    (models / "fl_loras" / "style.safetensors").write_bytes(b"x")
+    merged = with_pack_folders(services.node_services).model_paths
+    assert merged.list_models("loras") == ["style.safetensors"]  # what our LoRA loaders offer
+    assert merged.folders_for("luts") == (models.resolve() / "luts",)
 
 
 def test_a_built_in_node_cannot_be_replaced(tmp_path):

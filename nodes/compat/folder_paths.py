@@ -255,6 +255,18 @@ def cache_helper(*_args: Any, **_kwargs: Any) -> None:
     return None
 
 
+def merged_into(model_paths: Any) -> Any:
+    """`model_paths` (a ModelPaths) plus every folder packs added here, so our own nodes see them too."""
+    for kind, (paths, _extensions) in folder_names_and_paths.items():
+        if kind == "custom_nodes":
+            continue
+        known = {str(Path(p).resolve()) for p in model_paths.folders.get(kind, ())}
+        for index, path in enumerate(paths):
+            if str(Path(path).resolve()) not in known:
+                model_paths = model_paths.with_folder(kind, Path(path), is_default=index == 0)
+    return model_paths
+
+
 def get_input_subfolders() -> list[str]:
     root = get_input_directory()
     if not os.path.isdir(root):

@@ -321,6 +321,23 @@ def load_custom_nodes(
     return loader.report
 
 
+def with_pack_folders(services: Any) -> Any:
+    """`services` whose model_paths also search the folders packs registered with folder_paths."""
+    import dataclasses
+
+    from nodes.compat import folder_paths
+    from nodes.compat.host import HOST
+
+    if services is None or getattr(services, "model_paths", None) is None:
+        return services
+    merged = folder_paths.merged_into(services.model_paths)
+    if merged is services.model_paths:
+        return services
+    services = dataclasses.replace(services, model_paths=merged)
+    HOST.services = services
+    return services
+
+
 def _load_entry_point(ep: importlib.metadata.EntryPoint) -> ModuleType:
     loaded = ep.load()
     if isinstance(loaded, ModuleType):

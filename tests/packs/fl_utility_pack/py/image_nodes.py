@@ -17,6 +17,7 @@ from server import PromptServer
 from nodes import MAX_RESOLUTION, SaveImage
 
 folder_paths.add_model_folder_path("luts", os.path.join(folder_paths.models_dir, "luts"))
+folder_paths.add_model_folder_path("loras", os.path.join(folder_paths.models_dir, "fl_loras"))
 PREVIEW_METHOD = comfy.cli_args.args.preview_method
 _ = node_helpers.pillow
 
