@@ -188,6 +188,9 @@ def q(text: str) -> str:
     return quote(text, safe="%/[]")
 
 
+NUMBERS = ["-1", "0", "x", "1e3", "0x10", "9" * 30, "-" + "9" * 30, str(2**63 - 1), str(2**63), "9" * 5000]
+
+
 def file_requests(rng: random.Random) -> Iterator[tuple[str, str, bytes | None]]:
     """(method, encoded URL, body) for the file and query routes."""
     for _ in range(PER_FAMILY):
@@ -216,12 +219,14 @@ def file_requests(rng: random.Random) -> Iterator[tuple[str, str, bytes | None]]
                 ("GET", f"/history/{name}", None),
                 ("GET", f"/settings/{name}", None),
                 ("GET", f"/history?max_items={other}&offset={name}", None),
+                ("GET", f"/history?max_items={rng.choice(NUMBERS)}&offset={rng.choice(NUMBERS)}", None),
                 (
                     "GET",
-                    f"/jobs?status={other}&limit={rng.choice(['-1', 'x', '10' * 30])}"
+                    f"/jobs?status={other}&limit={rng.choice(NUMBERS)}"
                     f"&offset={name}&sort_by={other}&sort_order={name}",
                     None,
                 ),
+                ("GET", f"/api/jobs?limit={rng.choice(NUMBERS)}&offset={rng.choice(NUMBERS)}", None),
                 ("GET", "/" + name.lstrip("/"), None),
                 ("GET", f"/assets/{name}", None),
             ]

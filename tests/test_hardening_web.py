@@ -373,3 +373,17 @@ async def test_big_bodies_are_parsed_off_the_event_loop(tmp_path, monkeypatch):
         assert (await client.post("/queue", json={"delete": []})).status == 200
         assert (await client.post("/queue", json={"delete": ["x" * 2000]})).status == 200
     assert seen[0] == threading.main_thread().name and seen[1] != seen[0]
+
+
+async def test_query_integers_stay_in_sqlite_range(tmp_path):
+    async with serve(make_services(tmp_path), start_worker=False) as client:
+        for url in (
+            "/api/jobs?limit=" + "9" * 30,
+            "/api/jobs?offset=" + "9" * 30,
+            "/history?max_items=" + "9" * 30,
+            "/history?offset=-" + "9" * 30,
+            "/history?max_items=" + "9" * 5000,
+        ):
+            response = await client.get(url)
+            assert response.status == 400 and len(await response.read()) < 500, url
+        assert (await client.get(f"/api/jobs?limit={2**63 - 1}&offset={2**63 - 1}")).status == 200

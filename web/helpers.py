@@ -223,17 +223,26 @@ def id_list(body: dict[str, Any], name: str) -> list[str]:
 
 
 def query_int(
-    request: web.Request, name: str, default: int | None = None, *, minimum: int | None = None
+    request: web.Request,
+    name: str,
+    default: int | None = None,
+    *,
+    minimum: int | None = -(2**63),
+    maximum: int = 2**63 - 1,
 ) -> int | None:
+    """An integer query parameter within [minimum, maximum] (64-bit by default: SQLite's range)."""
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = int(raw) if len(raw) <= 40 else None
     except ValueError:
-        raise BadRequest(f"query parameter '{name}' must be an integer, got {raw!r}") from None
-    if minimum is not None and value < minimum:
-        raise BadRequest(f"query parameter '{name}' must be >= {minimum}, got {value}")
+        value = None
+    if value is None:
+        raise BadRequest(f"query parameter '{name}' must be an integer, got {clip(repr(raw), 60)}")
+    low = -(2**63) if minimum is None else minimum
+    if not low <= value <= maximum:
+        raise BadRequest(f"query parameter '{name}' must be between {low} and {maximum}, got {clip(raw, 60)}")
     return value
 
 
