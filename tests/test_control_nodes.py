@@ -33,6 +33,11 @@ MASK = (torch.rand(1, 64, 48, generator=GEN) > 0.5).float()
 
 @pytest.fixture(scope="module")
 def values() -> dict[str, Any]:
+    return make_values()
+
+
+def make_values() -> dict[str, Any]:
+    """Tiny model, VAE, conditionings, images and one ControlNet per family, as Given values."""
     model = ModelHandle(
         module=tiny_flux(TINY_FLUX_DEV, 0),
         params=TINY_FLUX_DEV,
@@ -55,12 +60,12 @@ def values() -> dict[str, Any]:
     }
 
 
-def run(prompt: dict[str, Any], values: dict[str, Any]) -> torch.Tensor:
+def run(prompt: dict[str, Any], values: dict[str, Any], extra_modules: tuple = ()) -> torch.Tensor:
     prompt = dict(prompt)
     for key in values:
         prompt[f"given_{key}"] = {"class_type": "Given", "inputs": {"key": key}}
     prompt["out"] = {"class_type": "Capture", "inputs": {"value": ["sample", 0]}}
-    modules = (*sampling_modules(), control_nodes, guider_nodes)
+    modules = (*sampling_modules(), control_nodes, guider_nodes, *extra_modules)
     result = make_executor(values, *modules).run_prompt(prompt, prompt_id="t")
     return result.outputs["out"]["value"][0]["samples"]
 

@@ -1,6 +1,6 @@
 """The example workflows in workflows/ run end to end on the tiny demo checkpoints.
 
-All ten run through `python main.py run` (merged into one API prompt with prefixed node ids, so one
+All of them run through `python main.py run` (merged into one API prompt with prefixed node ids, so one
 process loads each file once), twice, in separate processes: every saved image must have the size
 the graph implies, must not be flat, and must be byte-identical across the two runs (same seeds).
 Sizes and step counts are shrunk for CPU speed; nothing else in the graphs changes. In-process
@@ -42,6 +42,12 @@ EXPECTED = {
     "flux_canny.json": ("flux_canny", WIDTH, HEIGHT),
     "flux_dev_sampler_custom_advanced.json": ("flux_dev_custom", WIDTH, HEIGHT),
     "flux_dev_lora.json": ("flux_dev_lora", WIDTH, HEIGHT),
+    "flux_controlnet_xlabs_canny.json": ("flux_controlnet_xlabs", WIDTH, HEIGHT),
+    "flux_controlnet_union_chain.json": ("flux_controlnet_union", WIDTH, HEIGHT),
+    "flux_controlnet_inpaint.json": ("flux_controlnet_inpaint", WIDTH, HEIGHT),
+    "flux_redux_style.json": ("flux_redux", WIDTH, HEIGHT),
+    "flux_ip_adapter.json": ("flux_ip_adapter", WIDTH, HEIGHT),
+    "flux_adaptive_guidance.json": ("flux_adaptive_guidance", WIDTH, HEIGHT),
 }
 
 

@@ -132,7 +132,7 @@ class FluxPredictor:
 
     def __init__(self, module: torch.nn.Module, params: Any, *, percent_to_sigma: Callable[[float], float],
                  device: torch.device, forward: ForwardFn | None = None,
-                 controls: Mapping[int, Sequence[Any]] | None = None) -> None:
+                 controls: Mapping[int, Sequence[Any]] | None = None, attention: Sequence[Any] = ()) -> None:
         if forward is None:
             from models.flux.apply import flux_forward_latent
 
@@ -148,6 +148,8 @@ class FluxPredictor:
         # prepared ControlNet chains (models.control.apply.PreparedControl) by id of a cond's `control`
         self.controls = dict(controls or {})
         self.depths = (int(getattr(params, "depth", 0)), int(getattr(params, "depth_single_blocks", 0)))
+        # IP-Adapter attention for every double block (models.flux.extensions.ExtraAttention), from the MODEL
+        self.attention = tuple(attention)
 
     def active(self, cond: FluxCond, sigma: float) -> bool:
         start = self.percent_to_sigma(cond.start_percent)
@@ -186,6 +188,13 @@ class FluxPredictor:
                 kw["extensions"] = ext
         if first.attention_mask is not None:  # batch_conds never pairs masked entries
             kw["extensions"] = self._with_mask(kw.get("extensions"), first, x, kw.get("ref_latents", ()))
+        if self.attention:
+            import dataclasses
+
+            from models.flux.extensions import FluxExtensions
+
+            kw["extensions"] = dataclasses.replace(kw.get("extensions") or FluxExtensions(),
+                                                   double_attention=self.attention)
         # float32 in; the forward broadcasts batch-1 context/pooled and casts to the compute dtype
         v = self.forward(self.module, inputs.to(self.device), sigma.to(self.device, torch.float32), context_in,
                          pooled_in, guidance=guidance_in, **kw)

@@ -11,6 +11,8 @@ clip_vision/
   clip_vision_l.safetensors                     CLIP ViT vision tower with projection (224 px, 16x16 patches)
 style_models/
   flux1-redux-dev.safetensors                   Redux: SigLIP width -> T5 width of the tiny transformer
+xlabs/ipadapters/
+  flux-ip-adapter.safetensors                   XLabs IP-Adapter: CLIP projection width -> 4 tokens, 2 blocks
 All trunks have the tiny dev transformer's widths, so they drive `flux1-dev.safetensors`.
 """
 
@@ -22,6 +24,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from models.control.ipadapter import XLabsIPAdapter
 from models.control.model import FluxControlNet
 from models.control.params import DIFFUSERS, MISTOLINE, XLABS, ControlNetParams
 from models.control.redux import ReduxImageEncoder
@@ -39,7 +42,7 @@ from .weights import TINY_FLUX_DEV, cast_state, init_random, module_state
 
 TINY_SIGLIP = VisionParams(SIGLIP, 64, 128, 2, 1, 384, 14, use_head=True)
 TINY_CLIP_VISION = VisionParams(CLIP_VISION, 64, 128, 2, 1, 224, 14, projection_dim=32)
-VISION_SEEDS: Mapping[str, int] = {"siglip": 110, "clip_vision": 111, "redux": 112}
+VISION_SEEDS: Mapping[str, int] = {"siglip": 110, "clip_vision": 111, "redux": 112, "ipadapter": 113}
 
 CONTROL_SEEDS: Mapping[str, int] = {
     "xlabs": 100,
@@ -133,6 +136,14 @@ def tiny_redux(seed: int = 0, vision_dim: int = TINY_SIGLIP.hidden_size) -> Redu
     return init_random(module, seed).eval().requires_grad_(False)
 
 
+def tiny_ipadapter(seed: int = 0, tokens: int = 4) -> XLabsIPAdapter:
+    """A random-weight XLabs IP-Adapter for the tiny CLIP vision tower and the tiny dev transformer."""
+    p = TINY_FLUX_DEV
+    with torch.device("meta"):
+        module = XLabsIPAdapter(TINY_CLIP_VISION.projection_dim, p.context_in_dim, tokens, p.hidden_size, p.depth)
+    return init_random(module, seed).eval().requires_grad_(False)
+
+
 def write_tiny_control_models(models_dir: Path) -> list[Path]:
     """All tiny control-model files (ControlNets, vision towers, Redux) under `models_dir`."""
     from .demo import DEMO_METADATA
@@ -152,4 +163,6 @@ def write_tiny_control_models(models_dir: Path) -> list[Path]:
         written.append(save(Path(models_dir) / "clip_vision" / name, state))
     redux = cast_state(module_state(tiny_redux(VISION_SEEDS["redux"])), torch.bfloat16)
     written.append(save(Path(models_dir) / "style_models" / "flux1-redux-dev.safetensors", redux))
+    ip = cast_state(module_state(tiny_ipadapter(VISION_SEEDS["ipadapter"])), torch.bfloat16)
+    written.append(save(Path(models_dir) / "xlabs" / "ipadapters" / "flux-ip-adapter.safetensors", ip))
     return written

@@ -34,6 +34,19 @@ def control_modules(apps: Iterable[ControlApplication]) -> tuple[nn.Module, ...]
     return tuple(out.values())
 
 
+def ip_attention(model: Any) -> tuple[Any, ...]:
+    """The IP-Adapter attentions a MODEL handle carries (ApplyFluxIPAdapter), in application order."""
+    return tuple(model.options.extras.get("double_attention", ()))
+
+
+def model_extra_modules(model: Any, apps: Iterable[ControlApplication]) -> tuple[nn.Module, ...]:
+    """Every module besides the transformer a sampling run needs: ControlNets and IP-Adapters."""
+    adapters: dict[int, nn.Module] = {}
+    for attention in ip_attention(model):
+        adapters.setdefault(id(attention.adapter), attention.adapter)
+    return control_modules(apps) + tuple(adapters.values())
+
+
 def prepare(
     ctx: Ctx,
     apps: Sequence[ControlApplication],

@@ -36,6 +36,7 @@ DEFAULT_FOLDERS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "clip_vision": ("clip_vision",),
         "style_models": ("style_models",),
         "ipadapter": ("ipadapter",),
+        "xlabs_ipadapters": ("xlabs/ipadapters",),  # where XLabs' pack looks for flux-ip-adapter files
         "upscale_models": ("upscale_models",),
         "embeddings": ("embeddings",),
         "diffusers": ("diffusers",),

@@ -24,6 +24,7 @@ BUILTIN_MODULES = (
     "nodes.lora.save",
     "nodes.control.controlnet",
     "nodes.control.vision",
+    "nodes.control.ipadapter",
     "nodes.training.datasets",
     "nodes.training.train",
 )

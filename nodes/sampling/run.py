@@ -155,12 +155,12 @@ def run_sampling(ctx: Ctx, guider: Guider, sampler: SamplerChoice, sigmas: torch
 
     controls = control_sampling.applications([guider.positive, guider.negative, *guider.conds.values()])
     working = flux_step_working_bytes(ctx, model, samples, [guider.positive, guider.negative])
-    with use_models(ctx, model, *control_sampling.control_modules(controls), working_bytes=working):
+    with use_models(ctx, model, *control_sampling.model_extra_modules(model, controls), working_bytes=working):
         device = compute_device(ctx, model.module)
         prepared = control_sampling.prepare(ctx, controls, samples.shape[-2], samples.shape[-1],
                                             percent_to_sigma=model_sampling.percent_to_sigma, device=device)
         predictor = FluxPredictor(model.module, model.params, percent_to_sigma=model_sampling.percent_to_sigma,
-                                  device=device, controls=prepared)
+                                  device=device, controls=prepared, attention=control_sampling.ip_attention(model))
         positive: Any = prepare_conditioning(guider.positive)
         negative: Any = prepare_conditioning(guider.negative) if guider.negative is not None else None
         post_cfg = tuple(model.options.extras.get("post_cfg", ()))
