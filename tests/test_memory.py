@@ -215,3 +215,25 @@ def test_a_vae_whose_activations_do_not_fit_decodes_in_tiles_and_says_so(caplog)
     )
     # tiles see only their own context (GroupNorm statistics, attention), so pixels differ somewhat
     assert (tiled - whole).abs().mean() < 0.05  # measured 0.030 (max 0.28) with this random tiny VAE
+
+
+def test_t5_and_clip_stacks_nested_in_transformers_models_stream_their_blocks():
+    from models.tiny import TINY_CLIP, TINY_T5, tiny_clip, tiny_t5
+
+    ids = torch.tensor([[5, 9, 17, 33, 2, 0, 0, 0]])
+    for model, out in (
+        (tiny_t5(TINY_T5, 0), "last_hidden_state"),
+        (tiny_clip(TINY_CLIP, 0), "pooler_output"),
+    ):
+        expected = getattr(model(input_ids=ids), out)
+        layers = [m for m in model.modules() if isinstance(m, nn.ModuleList)]
+        assert layers and all(len(list(m.parameters())) for m in layers)
+        budget = module_bytes(model) // 2
+        memory = MemoryManager(budget_bytes=budget)
+        with memory.use(model):
+            assert memory.is_streamed(model)
+            got = getattr(model(input_ids=ids), out)
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+        assert memory.stats.peak_bytes <= budget
+        memory.free_all()
+        assert all(not m._forward_pre_hooks for m in model.modules())

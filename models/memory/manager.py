@@ -422,10 +422,10 @@ class MemoryManager:
                     self._set(record, prepared)
         self._bring(entry, [k for k in entry.tensors if k not in plan.unit_of_key])
         for unit in plan.streamed:
-            hook = self._stream_hook(id(entry.module), unit.index)
+            hook = self._stream_hook(id(entry.module), unit.index, device.torch_device)
             owners = {id(o): o for k in unit.keys for o, _ in entry.tensors[k].owners()}
             for owner in owners.values():
-                plan.hooks.append(owner.register_forward_pre_hook(hook))
+                plan.hooks.append(owner.register_forward_pre_hook(hook, with_kwargs=True))
         if not entry.loaded:
             entry.loaded = True
             self.stats.loads += 1
@@ -457,11 +457,22 @@ class MemoryManager:
         plan.pending.clear()
         plan.in_window = 0
 
-    def _stream_hook(self, key: int, index: int) -> Any:
-        def pre_hook(_module: nn.Module, _args: Any) -> None:
-            self._enter_unit(key, index)
+    def _stream_hook(self, key: int, index: int, device: torch.device) -> Any:
+        """The pre-hook of a streamed unit's layers: bring the unit in; on a separate device, also the
+        layer's tensor inputs (a streamed embedding gets token ids from code that looked at where the
+        model's first weight was)."""
+        if device.type == "cpu":
 
-        return pre_hook
+            def pre_hook(_module: nn.Module, _args: Any, _kwargs: Any) -> None:
+                self._enter_unit(key, index)
+
+            return pre_hook
+
+        def moving_pre_hook(_module: nn.Module, args: Any, kwargs: Any) -> tuple[Any, Any]:
+            self._enter_unit(key, index)
+            return _to_device(args, device), _to_device(kwargs, device)
+
+        return moving_pre_hook
 
     def _enter_unit(self, key: int, index: int) -> None:
         entry = self._entries.get(key)
@@ -690,3 +701,16 @@ def _key_prefix(entry: _Entry, owner: nn.Module) -> str:
 
 def _sibling_keys(entry: _Entry, owner: nn.Module) -> list[str]:
     return [k for k, r in entry.tensors.items() if any(o is owner for o, _ in r.owners())]
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    """Tensors inside args/kwargs (tuples, lists, dicts one level deep) moved to `device`."""
+    if isinstance(value, torch.Tensor):
+        return value if value.device == device else value.to(device, non_blocking=True)
+    if isinstance(value, tuple):
+        return tuple(_to_device(v, device) for v in value)
+    if isinstance(value, list):
+        return [_to_device(v, device) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    return value
