@@ -11,6 +11,7 @@ import asyncio
 import json
 import random
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -191,6 +192,23 @@ def q(text: str) -> str:
 NUMBERS = ["-1", "0", "x", "1e3", "0x10", "9" * 30, "-" + "9" * 30, str(2**63 - 1), str(2**63), "9" * 5000]
 
 
+REAL_BYTES: dict[str, bytes] = {}
+REAL_IMAGES = ("rgba.png", "gray.png", "deep.png", "palette.png", "bits.png", "photo.jpg")
+
+
+def write_real_images(folder: Path) -> None:
+    """Small images of every mode Pillow may meet, for /view re-encoding and mask uploads."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.new("RGBA", (5, 4), (1, 2, 3, 4)).save(folder / "rgba.png")
+    Image.new("L", (5, 4), 7).save(folder / "gray.png")
+    Image.new("I;16", (5, 4), 300).save(folder / "deep.png")
+    Image.new("P", (5, 4), 3).save(folder / "palette.png")
+    Image.new("1", (5, 4), 1).save(folder / "bits.png")
+    Image.new("RGB", (5, 4), (9, 9, 9)).save(folder / "photo.jpg")
+
+
 def file_requests(rng: random.Random) -> Iterator[tuple[str, str, bytes | None]]:
     """(method, encoded URL, body) for the file and query routes."""
     for _ in range(PER_FAMILY):
@@ -201,6 +219,13 @@ def file_requests(rng: random.Random) -> Iterator[tuple[str, str, bytes | None]]
             [
                 ("GET", f"/view?filename={name}&type={kind}&subfolder={other}", None),
                 ("GET", f"/view?filename={name}&preview={rng.choice(['webp;x', 'jpeg;999', 'x;'])}", None),
+                (
+                    "GET",
+                    f"/view?filename={rng.choice(REAL_IMAGES)}&type={rng.choice(['input', 'output'])}"
+                    f"&preview={rng.choice(['webp;90', 'jpeg;0', 'png', 'jpeg;-5', 'gif', ''])}"
+                    f"&channel={rng.choice(['rgb', 'a', 'rgba', '', 'x'])}",
+                    None,
+                ),
                 ("GET", f"/api/view?filename={name}&channel={other}", None),
                 ("GET", f"/view_metadata/{rng.choice(['loras', 'vae', name])}?filename={name}", None),
                 ("GET", f"/userdata?dir={name}&recurse=true&full_info=true", None),
@@ -260,7 +285,10 @@ def upload_requests(rng: random.Random) -> Iterator[tuple[str, dict[str, str], b
         if rng.random() < 0.5:
             parts.append(("overwrite", None, b"true"))
         if path == "/upload/mask":
-            parts.append(("original_ref", None, json.dumps(junk_value(rng)).encode()))
+            ref = rng.choice([junk_value(rng), {"filename": rng.choice(REAL_IMAGES), "type": "input"}])
+            parts.append(("original_ref", None, json.dumps(ref).encode()))
+            if rng.random() < 0.5:
+                parts[0] = ("image", "mask.png", REAL_BYTES.get(rng.choice(REAL_IMAGES), b""))
         body = multipart(parts)
         headers = {"Content-Type": "multipart/form-data; boundary=b0undary"}
         damage = rng.randrange(7)
@@ -294,6 +322,9 @@ async def _check(client: Any, failures: list[str], method: str, url: str | URL, 
 async def test_malformed_requests_never_get_5xx_and_a_good_prompt_still_runs(tmp_path):
     rng = random.Random(SEED)
     services = make_services(tmp_path, max_upload_size_mb=1)
+    for folder in ("input", "output"):
+        write_real_images(tmp_path / folder)
+    REAL_BYTES.update({name: (tmp_path / "input" / name).read_bytes() for name in REAL_IMAGES})
     failures: list[str] = []
     sent = 0
     async with serve(services) as client:

@@ -145,18 +145,18 @@ class UploadRoutes:
             self.services.folder(ref_kind), str(ref.get("subfolder") or ""), ref_name, what="original_ref"
         )
         if not original_path.is_file():
-            raise BadRequest(f"original image {ref['filename']!r} not found", status=404)
+            raise BadRequest(f"original image {clip(repr(ref['filename']), 120)} not found", status=404)
         upload: web.FileField = form["upload"]
         try:
             original = Image.open(original_path).convert("RGBA")
             mask = Image.open(upload.file)
             mask.load()
-        except (UnidentifiedImageError, OSError) as exc:
-            raise BadRequest(f"cannot read the images: {exc}") from None
-        alpha = mask.getchannel("A") if "A" in mask.getbands() else mask.convert("L")
-        original.putalpha(alpha.resize(original.size, Image.Resampling.LANCZOS))
-        buffer = io.BytesIO()
-        original.save(buffer, format="PNG")
+            alpha = mask.getchannel("A") if "A" in mask.getbands() else mask.convert("L")
+            original.putalpha(alpha.resize(original.size, Image.Resampling.LANCZOS))
+            buffer = io.BytesIO()
+            original.save(buffer, format="PNG")
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise BadRequest(f"cannot combine the images: {clip(str(exc), 200)}") from None
         filename = sanitize_filename(upload.filename)
         return self._store(form["kind"], form["subfolder"], filename, buffer.getvalue(), form["overwrite"])
 

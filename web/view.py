@@ -43,7 +43,7 @@ def _reencode(path: Path, preview: str | None, channel: str | None) -> tuple[byt
     try:
         image: Image.Image = Image.open(path)
         image.load()
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise BadRequest(f"{path.name} is not an image that can be re-encoded: {exc}") from None
     if channel == "a":
         alpha = image.getchannel("A") if "A" in image.getbands() else Image.new("L", image.size, 255)
@@ -68,7 +68,10 @@ def _reencode(path: Path, preview: str | None, channel: str | None) -> tuple[byt
     else:
         raise AssertionError("re-encoding needs preview or channel")
     buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
+    try:
+        image.save(buffer, format=fmt, **options)
+    except (OSError, ValueError) as exc:  # e.g. a mode the chosen format cannot store
+        raise BadRequest(f"{path.name} cannot be re-encoded as {fmt}: {exc}") from None
     return buffer.getvalue(), Image.MIME[fmt]
 
 
