@@ -189,5 +189,10 @@ def test_clip_handle_patches_reach_their_encoder():
     (clip_part, t5_part) = parts_of(handle)
     assert not clip_part.patches and t5_part.patches[0].key == "weight"
     base = t5.weight.detach().clone()
-    with MemoryManager().use(handle):
+    memory = MemoryManager()
+    with memory.use(handle):
         torch.testing.assert_close(t5.weight, base + 1)
+    edits = memory.stats.patched_tensors
+    with memory.use(handle):  # the same patches again: nothing to redo
+        torch.testing.assert_close(t5.weight, base + 1)
+    assert memory.stats.patched_tensors == edits == 1

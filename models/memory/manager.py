@@ -106,6 +106,7 @@ class _Entry:
         self.on_host = part.on_host
         self.tensors: dict[str, _Tensor] = {}
         self.alias: dict[str, str] = {}
+        self.keys_of_owner: dict[int, list[str]] = {}  # id(module) -> canonical keys of its own tensors
         by_id: dict[int, _Tensor] = {}
         for name, owner, attr, t in named_tensors(module):
             record = by_id.get(id(t))
@@ -113,6 +114,7 @@ class _Entry:
                 record = by_id[id(t)] = self.tensors[name] = _Tensor(name, [], t.detach(), tensor_bytes(t))
             record.locations.append((weakref.ref(owner), attr))
             self.alias[name] = record.key
+            self.keys_of_owner.setdefault(id(owner), []).append(record.key)
         self.size = sum(t.size for t in self.tensors.values())
         self.locks = 0
         self.loaded = False
@@ -277,7 +279,7 @@ class MemoryManager:
 
     # --- patches ---------------------------------------------------------------------------------
     def _set_patches(self, entry: _Entry, part: Part) -> None:
-        if part.patches == entry.patches and part.bypass == entry.bypass:
+        if patch_signature(part.patches) == patch_signature(entry.patches) and part.bypass == entry.bypass:
             return
         if entry.locks > 1:
             raise RuntimeError(
@@ -298,7 +300,7 @@ class MemoryManager:
             record = entry.tensors[key]
             owner, attr = record.owners()[0]
             wants_bypass = part.bypass or any(
-                is_fp8_tensor(entry.tensors[k].master) for k in _sibling_keys(entry, owner)
+                is_fp8_tensor(entry.tensors[k].master) for k in entry.keys_of_owner.get(id(owner), ())
             )
             if wants_bypass and can_bypass(owner, attr, patches):
                 bypassed[key] = patches
@@ -336,7 +338,7 @@ class MemoryManager:
         device = self._device_of(entry).torch_device
         for owner, attrs in by_owner.values():
             assert isinstance(owner, nn.Linear)
-            prefix = _key_prefix(entry, owner)
+            prefix = _key_prefix(entry, owner)  # the owner's name, as its tensors spell it
             weight = entry.tensors[entry.alias[prefix + "weight"]].master
             bias_key = entry.alias.get(prefix + "bias")
             bias = entry.tensors[bias_key].master if bias_key else None
@@ -692,15 +694,30 @@ def is_fp8_tensor(t: torch.Tensor) -> bool:
 
 
 def _key_prefix(entry: _Entry, owner: nn.Module) -> str:
-    for key, record in entry.tensors.items():
-        for o, attr in record.owners():
-            if o is owner:
+    for key in entry.keys_of_owner.get(id(owner), ()):
+        for o, attr in entry.tensors[key].owners():
+            if o is owner and key.endswith(attr):
                 return key[: len(key) - len(attr)]
     return ""
 
 
-def _sibling_keys(entry: _Entry, owner: nn.Module) -> list[str]:
-    return [k for k, r in entry.tensors.items() if any(o is owner for o, _ in r.owners())]
+def patch_signature(patches: tuple[WeightPatch, ...]) -> tuple[Any, ...]:
+    """What makes two patch tuples act the same (CLIP parts re-key patches into new objects)."""
+    return tuple(
+        (
+            p.key,
+            p.kind,
+            p.strength,
+            p.alpha,
+            p.base_strength,
+            p.offset,
+            p.reshape,
+            p.slots,
+            tuple(map(id, p.tensors)),
+            patch_signature(p.inner),
+        )
+        for p in patches
+    )
 
 
 def _to_device(value: Any, device: torch.device) -> Any:
