@@ -387,3 +387,18 @@ async def test_query_integers_stay_in_sqlite_range(tmp_path):
             response = await client.get(url)
             assert response.status == 400 and len(await response.read()) < 500, url
         assert (await client.get(f"/api/jobs?limit={2**63 - 1}&offset={2**63 - 1}")).status == 200
+
+
+async def test_dangling_symlinks_in_the_user_folder_are_skipped_not_500(tmp_path):
+    import os
+
+    services = make_services(tmp_path)
+    user = tmp_path / "user" / "default" / "workflows"
+    user.mkdir(parents=True)
+    (user / "a.json").write_text("{}")
+    os.symlink(user / "gone.json", user / "dangling.json")
+    async with serve(services, start_worker=False) as client:
+        listing = await client.get("/api/userdata?dir=workflows&full_info=true")
+        assert listing.status == 200 and [e["path"] for e in await listing.json()] == ["a.json"]
+        v2 = await client.get("/api/v2/userdata?path=workflows")
+        assert v2.status == 200 and [e["name"] for e in await v2.json()] == ["a.json"]

@@ -69,6 +69,8 @@ class UserdataRoutes:
                 path = Path(dirpath) / filename
                 if not path.resolve().is_relative_to(root):  # a symlink pointing out of the user folder
                     continue
+                if not path.is_file():  # a dangling symlink
+                    continue
                 relative = path.relative_to(folder).as_posix()
                 if full_info:
                     entries.append(_info(path, relative))
@@ -93,6 +95,8 @@ class UserdataRoutes:
             path = (relative / child.name).as_posix()
             if child.is_dir():
                 out.append({"name": child.name, "path": path, "type": "directory"})
+            elif not child.is_file():  # a dangling symlink
+                continue
             else:
                 stat = child.stat()
                 out.append(
