@@ -240,7 +240,7 @@ def _check_literal(spec: Input, value: Any, self_validated: bool) -> tuple[Any, 
             return value, error(
                 "invalid_input_type",
                 f"Failed to convert an input value to a {spec.type} value",
-                f"{name}, {shown(repr(value))}, {exc}",
+                f"{name}, {shown(repr(value))}, {shown(str(exc))}",
                 **config,
             )
         if self_validated or spec.type not in (INT, FLOAT):
