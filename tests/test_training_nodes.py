@@ -132,7 +132,7 @@ def training_prompt(steps: int = 6, **train: Any) -> dict[str, Any]:
             "guidance": 1.0, "timestep_sampling": "flux_shift", "discrete_flow_shift": 3.1582, "sigmoid_scale": 1.0,
             "loss_target": "velocity", "lr_schedule": "constant", "warmup_steps": 2, "max_grad_norm": 1.0,
             "ema_decay": 0.0, "caption_dropout": 0.0, "network_alpha": 4.0, "targets": "all_linear",
-            "eval_every": 2, "validate_every": 3, "validation_steps": 2, "validation_width": 32,
+            "eval_every": 2, "eval_holdout": 1, "validate_every": 3, "validation_steps": 2, "validation_width": 32,
             "validation_height": 32, "validation_seed": 0, "save_every": 0,
             "checkpoint_prefix": "loras/ckpt", "key_style": "comfyui"}},
         "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red square", "clip": ["2", 0]}},

@@ -102,6 +102,8 @@ class FluxLoraTrainingOptions(Node):
             Float("network_alpha", 1.0, min=0.01, max=1024.0, step=0.01, tooltip="Scale = alpha / rank."),
             Combo("targets", TARGET_PRESETS, "all_linear"),
             Int("eval_every", 0, min=0, max=100000, tooltip="Fixed-timestep evaluation loss every N steps."),
+            Int("eval_holdout", 0, min=0, max=100000,
+                tooltip="Keep the last N samples out of training and evaluate on them (0: the first 2 training samples)."),
             Int("validate_every", 0, min=0, max=100000, tooltip="Validation images every N steps."),
             Int("validation_steps", 8, min=1, max=100),
             Int("validation_width", 512, min=16, max=4096, step=16),
@@ -221,7 +223,12 @@ class TrainLoraNode(Node):
         one = {k: v[0] for k, v in inputs.items() if k not in ("latents", "positive") and v}
         opts: dict[str, Any] = dict(one.get("options") or {})
         handle: ModelHandle = one["model"]
-        data = TrainingData(tuple(_samples(inputs["latents"], inputs["positive"])))
+        samples = _samples(inputs["latents"], inputs["positive"])
+        holdout = int(opts.get("eval_holdout", 0))
+        if holdout and holdout >= len(samples):
+            raise ValueError(f"eval_holdout {holdout} leaves no training samples out of {len(samples)}")
+        eval_samples = samples[len(samples) - holdout :] if holdout else []
+        data = TrainingData(tuple(samples[: len(samples) - holdout]))
         cfg = TrainConfig(
             steps=one["steps"], batch_size=one["batch_size"], grad_accumulation_steps=one["grad_accumulation_steps"],
             learning_rate=one["learning_rate"], optimizer=one["optimizer"], loss_function=one["loss_function"],
@@ -309,7 +316,7 @@ class TrainLoraNode(Node):
         with use_models(ctx, *modules):
             result: TrainResult = train(
                 handle.module, data, cfg, resume=resume, checkpoint_dir=checkpoint_dir if cfg.save_every else None,
-                checkpoint_name=checkpoint_name, on_step=on_step, on_validate=on_validate,
+                checkpoint_name=checkpoint_name, eval_samples=eval_samples, on_step=on_step, on_validate=on_validate,
                 should_stop=ctx.should_stop,
                 metadata={"fluxloom.training_base": str(handle.options.source or ""),
                           "fluxloom.inference_base": str(inference.options.source or "")},
