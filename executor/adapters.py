@@ -234,6 +234,8 @@ def v1_node_type(
             raw = settle(getattr(instance(ctx.node_id), cls.FUNCTION)(**inputs))
         if isinstance(raw, dict):  # ComfyUI reads only these keys of a dict result ({} = nothing)
             raw = NodeOutput(tuple(raw.get("result") or ()), ui=raw.get("ui"), expand=raw.get("expand"))
+        elif isinstance(raw, (tuple, list)) and len(raw) > len(schema.outputs):
+            raw = tuple(raw[: len(schema.outputs)])  # ComfyUI ignores values beyond RETURN_TYPES
         return normalize_result(raw, schema)
 
     def describe(_services: Any) -> Schema:

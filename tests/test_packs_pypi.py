@@ -1,6 +1,7 @@
-"""The two real packs on PyPI (requirements-dev.txt), found through their pip entry points and run
-through the server: base64 image in and PNG over the WebSocket out (comfyui-tooling-nodes 0.1.0),
-annotated paths, IS_CHANGED caching and VALIDATE_INPUTS (ComfyUI_Ib_CustomNodes 0.2.3)."""
+"""Real packs from PyPI (requirements-dev.txt), found through their pip entry points and run through
+the server: base64 image in and PNG over the WebSocket out (comfyui-tooling-nodes 0.1.0), annotated
+paths, IS_CHANGED caching and VALIDATE_INPUTS (ComfyUI_Ib_CustomNodes 0.2.3); civitai_comfy_nodes
+0.2.0 calls `nodes.CheckpointLoaderSimple` and subclasses nothing but needs comfy.sd at import."""
 
 from __future__ import annotations
 
@@ -18,12 +19,13 @@ from tests.web_harness import post_prompt, until_done
 
 TOOLING = "comfyui_tooling_nodes"
 IB = "ComfyUI_Ib_CustomNodes"
+CIVITAI = "civitai_comfy_nodes"
 
 
 def fresh_import() -> None:
     """Packs decorate PromptServer.instance.routes when imported: import them again for this server."""
     for name in list(sys.modules):
-        if name.split(".")[0] in (TOOLING, IB):
+        if name.split(".")[0] in (TOOLING, IB, CIVITAI):
             del sys.modules[name]
 
 
@@ -157,3 +159,58 @@ async def test_ib_nodes_annotated_paths_caching_and_validation(tmp_path):
         assert abs(image.getpixel((0, 0))[0] - 127) <= 1  # mask = 1 - alpha (128/255)
     with Image.open(temp / last["save"]["images"][0]["filename"]) as image:
         assert image.getpixel((0, 0))[:3] == (0, 255, 0)
+
+
+def test_civitai_pack_loads_a_local_checkpoint_through_our_loader(tmp_path, demo_models_dir, monkeypatch):
+    """Its checkpoint loader runs our CheckpointLoaderSimple via `nodes` (the CivitAI lookup is offline)."""
+    from executor.run import Executor
+    from nodes.runtime.custom_loader import load_custom_nodes
+    from nodes.runtime.model_paths import ModelPaths
+    from nodes.runtime.registry import build_registry
+    from nodes.runtime.services import NodeServices
+    from settings import Settings
+
+    fresh_import()
+    settings = Settings(
+        models_dir=demo_models_dir,
+        output_dir=tmp_path / "o",
+        temp_dir=tmp_path / "t",
+        input_dir=tmp_path / "i",
+        user_dir=tmp_path / "u",
+    )
+    services = NodeServices(settings=settings, model_paths=ModelPaths.from_models_dir(demo_models_dir))
+    registry = build_registry()
+    report = load_custom_nodes([], registry, entry_points=True, services=services)
+    civitai = next(p for p in report.packs if p.name == CIVITAI)
+    assert civitai.error is None and set(civitai.nodes) == {
+        "CivitAI_Checkpoint_Loader",
+        "CivitAI_Lora_Loader",
+    }
+    spec = registry["CivitAI_Checkpoint_Loader"].describe(services)
+    assert spec.input("ckpt_name").options[:2] == ("none", "flux1-schnell.safetensors")
+    model_module = sys.modules[f"{CIVITAI}.CivitAI_Model"]
+    monkeypatch.setattr(
+        model_module.CivitAI_Model, "sha256_lookup", staticmethod(lambda path: (None, None, None))
+    )
+    prompt = {
+        "civ": {
+            "class_type": "CivitAI_Checkpoint_Loader",
+            "inputs": {"ckpt_air": "{model_id}@{model_version}", "ckpt_name": "flux1-schnell.safetensors"},
+        },
+        "ours": {
+            "class_type": "CheckpointLoaderSimple",
+            "inputs": {"ckpt_name": "flux1-schnell.safetensors"},
+        },
+        "enc": {"class_type": "VAEEncode", "inputs": {"pixels": ["img", 0], "vae": ["civ", 2]}},
+        "img": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 16, "height": 16, "batch_size": 1, "color": 0},
+        },
+        "enc2": {"class_type": "VAEEncode", "inputs": {"pixels": ["img", 0], "vae": ["ours", 2]}},
+        "a": {"class_type": "PreviewAny", "inputs": {"source": ["enc", 0]}},
+        "b": {"class_type": "PreviewAny", "inputs": {"source": ["enc2", 0]}},
+    }
+    executor = Executor(registry, services=services)
+    result = executor.run_prompt(prompt, prompt_id="civitai")
+    assert result.outputs["a"] == result.outputs["b"]  # the same VAE from the same file
+    assert "'samples': tensor(" in result.outputs["a"]["text"][0]
