@@ -196,3 +196,15 @@ def test_style_tokens_shape(demo_models_dir):
     tokens = style_tokens(CTX, handle, out)  # type: ignore[arg-type]
     assert tokens.shape == (1, 2 * 729, 64)  # both images' tokens in one row
     assert vision.vision.params.family == SIGLIP
+
+
+@pytest.mark.parametrize("name", ["clip_vision_l.safetensors", "sigclip_vision_patch14_384.safetensors"])
+def test_towers_load_from_transformers_folders(demo_models_dir, tmp_path, name):
+    single = load_vision_tower(demo_models_dir / "clip_vision" / name)
+    single.module.save_pretrained(tmp_path / "hf")  # transformers' own folder layout and key names
+    folder = load_vision_tower(tmp_path / "hf")
+    assert folder.params == single.params
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(folder.module.state_dict().values(), single.module.state_dict().values())
+    )

@@ -24,6 +24,15 @@ from .towers import (
 log = logging.getLogger(__name__)
 
 
+_BARE = ("embeddings.", "encoder.", "pre_layrnorm.", "post_layernorm.", "head.")
+
+
+def _canonical(key: str) -> str:
+    """File key -> the `vision_model.*` naming of ComfyUI files and HF hub checkpoints (transformers 5
+    saves a bare SiglipVisionModel without that level)."""
+    return f"vision_model.{key}" if key.startswith(_BARE) else key
+
+
 @dataclass(frozen=True, eq=False)
 class LoadedVision:
     """A vision tower (transformers module, eval) and its params."""
@@ -37,7 +46,7 @@ def load_vision_tower(path: str | Path, *, compute_dtype: torch.dtype | None = N
     text-tower keys of a full CLIP / SigLIP checkpoint are ignored)."""
     path = Path(path)
     info = inspect_weights(path)
-    shapes = {k: info.tensor(k).shape for k in info}
+    shapes = {_canonical(k): info.tensor(k).shape for k in info}
     try:
         params = vision_params_from_shapes(shapes)
     except (ValueError, KeyError) as exc:
@@ -47,11 +56,12 @@ def load_vision_tower(path: str | Path, *, compute_dtype: torch.dtype | None = N
     wanted = ("vision_model.", "visual_projection.")
 
     def convert(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = {_canonical(k): v for k, v in tensors.items()}
         if params.family == SIGLIP:  # transformers' SiglipVisionModel names drop the "vision_model." level
-            return {k.removeprefix("vision_model."): v for k, v in tensors.items()}
-        return tensors
+            return {k.removeprefix("vision_model."): v for k, v in out.items()}
+        return out
 
-    source = Source(info, convert=convert, ignore=lambda key: not key.startswith(wanted))
+    source = Source(info, convert=convert, ignore=lambda key: not _canonical(key).startswith(wanted))
     try:
         module = load_module(
             lambda: build_vision_tower(params),
