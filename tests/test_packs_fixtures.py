@@ -45,6 +45,7 @@ async def test_packs_load_and_failures_are_isolated(tmp_path):
         "DisplayAnyFL",
         "RandomFloatFL",
         "RepeatFL",
+        "ClampV3FL",
     }
     assert set(packs["fl_v3_pack"].nodes) == {"FL_InvertV3", "FL_LabelV3"}
     async with serve_packs(services) as client:
@@ -102,6 +103,8 @@ async def test_fixture_nodes_run_through_the_server(tmp_path):
         },
         "repeat": {"class_type": "RepeatFL", "inputs": {"value": ["sel", 0], "count": 3}},
         "shown": {"class_type": "DisplayAnyFL", "inputs": {"source": ["repeat", 0]}},
+        "clamp": {"class_type": "ClampV3FL", "inputs": {"value": 3.0, "low": 0.0, "high": 1.0}},
+        "clamped": {"class_type": "DisplayAnyFL", "inputs": {"source": ["clamp", 0]}},
     }
     async with serve_packs(services) as client:
         ws = await client.ws_connect("/ws?clientId=fixture")
@@ -116,6 +119,7 @@ async def test_fixture_nodes_run_through_the_server(tmp_path):
     assert outputs["show"]["text"] == ["[1, 6, 8, 3]"]
     assert outputs["label"]["text"] == ["label:abab"]
     assert outputs["width"]["text"] == ["8"]
+    assert outputs["clamped"]["text"] == ["1.0"]
     assert outputs["shown"]["text"] == ["euler", "euler", "euler"]
     saved = outputs["mask"]["images"][0]
     assert saved["type"] == "temp" and "_temp_fl" in saved["filename"]

@@ -7,7 +7,6 @@ is imported; tests may configure it with their own folders.
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -26,9 +25,6 @@ class Host:
 
 
 HOST = Host()
-
-# The pack whose node is running now (set by the loader's wrappers); None outside node code.
-RUNNING_PACK: contextvars.ContextVar[str | None] = contextvars.ContextVar("running_pack", default=None)
 
 
 def configure(services: Any = None, registry: Any = None) -> Host:
@@ -67,4 +63,4 @@ def pack_of_caller(depth: int = 2) -> str:
         if not name.startswith(("nodes.compat", "importlib")):
             break
         frame = frame.f_back
-    return RUNNING_PACK.get() or HOST.loading_pack or "unknown pack"
+    return HOST.loading_pack or "unknown pack"

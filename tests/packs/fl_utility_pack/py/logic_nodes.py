@@ -3,6 +3,8 @@
 import math
 import random
 
+from comfy_api.latest import io
+
 from .shared import ANY, ANY_EQ
 
 
@@ -71,7 +73,29 @@ class RepeatFL:
         return ([value] * count,)
 
 
+class ClampV3FL(io.ComfyNode):
+    """A V3 class inside a V1 mapping, as KJNodes mixes them."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ClampV3FL",
+            category="fl/logic",
+            inputs=[
+                io.Float.Input("value", default=0.5),
+                io.Float.Input("low", default=0.0),
+                io.Float.Input("high", default=1.0),
+            ],
+            outputs=[io.Float.Output()],
+        )
+
+    @classmethod
+    def execute(cls, value: float, low: float, high: float) -> io.NodeOutput:
+        return io.NodeOutput(min(max(value, low), high))
+
+
 NODE_CLASS_MAPPINGS = {
+    "ClampV3FL": ClampV3FL,
     "AnySwitchFL": AnySwitchFL,
     "DisplayAnyFL": DisplayAnyFL,
     "RandomFloatFL": RandomFloatFL,
