@@ -154,3 +154,16 @@ def test_errors_are_typed():
         WeightPatch("k", "bogus", (rand(1),))
     with pytest.raises(ValueError, match="w2"):
         WeightPatch("k", "lokr", (rand(2, 2),), slots=("w1",))
+
+
+def test_lora_factors_give_the_delta_at_low_rank():
+    from models.lora.math import lora_factors
+
+    w = rand(9, 4, seed=34)
+    p = WeightPatch(
+        "k", "lora", (rand(3, 2, seed=35), rand(2, 4, seed=36)), offset=(0, 3, 3), alpha=4.0, strength=0.5
+    )
+    b, a = lora_factors(p)
+    torch.testing.assert_close(b @ a, weight_delta(p, w)[3:6])
+    dora = WeightPatch("k", "lora", (rand(3, 2), rand(2, 4), rand(3, 1)), slots=("up", "down", "dora_scale"))
+    assert lora_factors(dora) is None and lora_factors(WeightPatch("k", "diff", (w,))) is None

@@ -1,10 +1,9 @@
-"""LoRA, merge and save nodes through the executor, on the tiny demo models and LoRAs."""
+"""LoRA nodes through the executor, on the tiny demo models and LoRAs: schemas, stacking, strength 0,
+strength edits without re-reading, unmapped keys in the node UI, the control LoRA, a ComfyUI template."""
 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -13,139 +12,15 @@ from safetensors.torch import save_file
 
 from executor.object_info import object_info
 from executor.run import Executor
-from executor.schema import ANY, Hidden, Node, NodeContext, NodeOutput, Schema, Typed
-from models.lora.math import patched_weight
-from models.memory import MemoryManager
 from models.patches import ClipHandle, ModelHandle
-from nodes.runtime.model_paths import ModelPaths
 from nodes.runtime.registry import build_registry
-from nodes.runtime.services import NodeServices
-from settings import Settings
 
-MODULES = (
-    "nodes.loaders.model_files",
-    "nodes.lora.loaders",
-    "nodes.lora.merge",
-    "nodes.lora.save",
-    "nodes.conditioning.flux",
-    "nodes.latent.latents",
-    "nodes.sampling.ksampler",
-    "nodes.image.transforms",
-)
-
-
-class Probe(Node):
-    """Test-only output node: hands the value it receives to the test."""
-
-    schema = Schema(
-        "Probe",
-        inputs=(Typed("value", ANY),),
-        outputs=(),
-        is_output_node=True,
-        hidden=(Hidden("unique_id", "UNIQUE_ID"),),
-    )
-    seen: dict[str, Any] = {}
-
-    @classmethod
-    def fingerprint(cls, **inputs: Any) -> float:
-        return float("nan")
-
-    @classmethod
-    def execute(cls, ctx: NodeContext, value: Any, unique_id: str) -> NodeOutput:
-        cls.seen[unique_id] = value
-        return NodeOutput.of()
+from .lora_app import flat, image_nodes, loaders, lora, make_app, probe
 
 
 @pytest.fixture
-def extra_loras(tmp_path) -> Path:
-    folder = tmp_path / "more_loras"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
-def app(demo_models_dir, tmp_path, extra_loras):
-    config = tmp_path / "extra_model_paths.yaml"
-    saved = tmp_path / "output" / "diffusion_models"
-    saved.mkdir(parents=True)
-    config.write_text(f"more:\n  loras: {extra_loras}\n  diffusion_models: {saved}\n")
-    registry = build_registry(MODULES)
-    registry.register(Probe, source="tests")
-    services = NodeServices(
-        settings=Settings(output_dir=tmp_path / "output"),
-        model_paths=ModelPaths.from_models_dir(demo_models_dir, [config]),
-        memory=MemoryManager("cpu"),
-    )
-    executor = Executor(registry, services=services)
-
-    def run(prompt: dict, prompt_id: str = "p"):
-        Probe.seen = {}
-        return executor.run_prompt(prompt, prompt_id=prompt_id), dict(Probe.seen)
-
-    run.executor = executor  # type: ignore[attr-defined]
-    run.services = services  # type: ignore[attr-defined]
-    return run
-
-
-def loaders() -> dict:
-    return {
-        "unet": {
-            "class_type": "UNETLoader",
-            "inputs": {"unet_name": "flux1-dev.safetensors", "weight_dtype": "default"},
-        },
-        "clip": {
-            "class_type": "DualCLIPLoader",
-            "inputs": {
-                "clip_name1": "clip_l.safetensors",
-                "clip_name2": "t5xxl_fp16.safetensors",
-                "type": "flux",
-            },
-        },
-        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}},
-    }
-
-
-def lora(model: list, clip: list, name: str, sm: float = 1.0, sc: float = 1.0) -> dict:
-    return {
-        "class_type": "LoraLoader",
-        "inputs": {
-            "model": model,
-            "clip": clip,
-            "lora_name": name,
-            "strength_model": sm,
-            "strength_clip": sc,
-        },
-    }
-
-
-def image_nodes(model: list, clip: list) -> dict:
-    """Text, 2-step KSampler at 64x48 and decode; the image comes back from the probe "img"."""
-    return {
-        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a fox", "clip": clip}},
-        "neg": {"class_type": "ConditioningZeroOut", "inputs": {"conditioning": ["pos", 0]}},
-        "lat": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 48, "batch_size": 1}},
-        "ks": {
-            "class_type": "KSampler",
-            "inputs": {
-                "model": model,
-                "seed": 3,
-                "steps": 2,
-                "cfg": 1.0,
-                "sampler_name": "euler",
-                "scheduler": "simple",
-                "positive": ["pos", 0],
-                "negative": ["neg", 0],
-                "latent_image": ["lat", 0],
-                "denoise": 1.0,
-            },
-        },
-        "dec": {"class_type": "VAEDecode", "inputs": {"samples": ["ks", 0], "vae": ["vae", 0]}},
-        "img": {"class_type": "Probe", "inputs": {"value": ["dec", 0]}},
-    }
-
-
-def probe(name: str, ref: list) -> dict:
-    return {name: {"class_type": "Probe", "inputs": {"value": ref}}}
+def app(demo_models_dir, tmp_path):
+    return make_app(demo_models_dir, tmp_path)
 
 
 def test_schemas_follow_comfyui(app):
@@ -247,12 +122,12 @@ def test_strength_edit_rereads_nothing(app):
     assert seen1["m"].patches[0].tensors[0] is seen2["m"].patches[0].tensors[0]
 
 
-def test_unmapped_keys_reach_the_node_ui(app, extra_loras, demo_models_dir):
+def test_unmapped_keys_reach_the_node_ui(app, demo_models_dir):
     with safe_open(str(demo_models_dir / "loras" / "tiny-kohya.safetensors"), "pt") as f:
         sd = {k: f.get_tensor(k) for k in f.keys()}
     sd["lora_unet_not_a_layer.lora_down.weight"] = torch.zeros(4, 8)
     sd["lora_unet_not_a_layer.lora_up.weight"] = torch.zeros(8, 4)
-    save_file(sd, str(extra_loras / "partly-unknown.safetensors"))
+    save_file(sd, str(app.extra_loras / "partly-unknown.safetensors"))
     result, seen = app(
         {
             **loaders(),
@@ -274,153 +149,6 @@ def test_unmapped_keys_reach_the_node_ui(app, extra_loras, demo_models_dir):
     assert "l1" not in clean.outputs  # no message when every key maps
 
 
-def _flat(handle: ModelHandle) -> dict[str, torch.Tensor]:
-    by_key: dict[str, list] = {}
-    for p in handle.patches:
-        by_key.setdefault(p.key, []).append(p)
-    return {k: patched_weight(v, by_key.get(k, ())) for k, v in handle.module.state_dict().items()}
-
-
-def test_merges_are_patches_with_the_comfyui_weights(app):
-    two = {
-        "a": {
-            "class_type": "UNETLoader",
-            "inputs": {"unet_name": "flux1-dev.safetensors", "weight_dtype": "default"},
-        },
-        "b": {
-            "class_type": "UNETLoader",
-            "inputs": {"unet_name": "flux1-kontext-dev.safetensors", "weight_dtype": "default"},
-        },
-        "bl": {
-            "class_type": "LoraLoaderModelOnly",
-            "inputs": {"model": ["b", 0], "lora_name": "tiny-xlabs.safetensors", "strength_model": 1.0},
-        },
-        "simple": {
-            "class_type": "ModelMergeSimple",
-            "inputs": {"model1": ["a", 0], "model2": ["bl", 0], "ratio": 0.25},
-        },
-        "sub": {
-            "class_type": "ModelMergeSubtract",
-            "inputs": {"model1": ["a", 0], "model2": ["b", 0], "multiplier": 0.5},
-        },
-        "add": {"class_type": "ModelMergeAdd", "inputs": {"model1": ["a", 0], "model2": ["b", 0]}},
-        "f1": {
-            "class_type": "ModelMergeFlux1",
-            "inputs": {
-                "model1": ["a", 0],
-                "model2": ["b", 0],
-                "img_in.": 0.0,
-                "double_blocks.1.": 0.5,
-                **{k: 1.0 for k in ("time_in.", "guidance_in", "vector_in.", "txt_in.", "final_layer.")},
-                **{f"double_blocks.{i}.": 1.0 for i in range(19) if i != 1},
-                **{f"single_blocks.{i}.": 1.0 for i in range(38)},
-            },
-        },
-        **{
-            f"p_{n}": {"class_type": "Probe", "inputs": {"value": [n, 0]}}
-            for n in ("a", "b", "bl", "simple", "sub", "add", "f1")
-        },
-    }
-    _, seen = app(two)
-    a = {k: v.double() for k, v in seen["p_a"].module.state_dict().items()}
-    b = {k: v.double() for k, v in seen["p_b"].module.state_dict().items()}
-    b_lora = {k: v.double() for k, v in _flat(seen["p_bl"]).items()}
-    checks = {
-        "simple": lambda k: 0.25 * a[k] + 0.75 * b_lora[k],  # model2's own LoRA merged in too
-        "sub": lambda k: a[k] - 0.5 * b[k],
-        "add": lambda k: a[k] + b[k],
-        "f1": lambda k: (
-            b[k]
-            if k.startswith("img_in.")
-            else 0.5 * (a[k] + b[k])
-            if k.startswith("double_blocks.1.")
-            else a[k]
-        ),
-    }
-    for name, expected in checks.items():
-        handle = seen[f"p_{name}"]
-        assert handle.module is seen["p_a"].module
-        merged = _flat(handle)
-        for key in a:
-            torch.testing.assert_close(
-                merged[key].double(), expected(key), rtol=1e-5, atol=1e-5, msg=f"{name} {key}"
-            )
-
-
-def test_checkpoint_save_and_model_save_write_the_patched_weights(app, tmp_path):
-    from models.formats import load_checkpoint, load_flux_transformer
-
-    prompt = {
-        **loaders(),
-        "l1": lora(["unet", 0], ["clip", 0], "tiny-kohya.safetensors", 0.6, 0.9),
-        "save": {
-            "class_type": "CheckpointSave",
-            "inputs": {
-                "model": ["l1", 0],
-                "clip": ["l1", 1],
-                "vae": ["vae", 0],
-                "filename_prefix": "checkpoints/ComfyUI",
-            },
-        },
-        "msave": {
-            "class_type": "ModelSave",
-            "inputs": {"model": ["l1", 0], "filename_prefix": "diffusion_models/ComfyUI"},
-        },
-        **probe("m", ["l1", 0]),
-        **probe("c", ["l1", 1]),
-    }
-    _, seen = app(prompt, "save1")
-    again = {**prompt, "l1": lora(["unet", 0], ["clip", 0], "tiny-kohya.safetensors", 0.5, 0.9)}
-    app(again, "save2")  # a changed input runs the save again: the counter moves on
-    out = tmp_path / "output"
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
-        "ComfyUI_00001_.safetensors",
-        "ComfyUI_00002_.safetensors",
-    ]
-    model_file = out / "diffusion_models" / "ComfyUI_00001_.safetensors"
-    with safe_open(str(model_file), "pt") as f:
-        keys = list(f.keys())
-        assert "prompt" in (f.metadata() or {})
-    assert keys and all(k.startswith("model.diffusion_model.") for k in keys)
-    handle: ModelHandle = seen["m"]
-    expected = {k: v.to(torch.bfloat16) for k, v in _flat(handle).items()}
-    loaded = load_flux_transformer(model_file)
-    for key, value in loaded.state_dict().items():
-        assert torch.equal(value, expected[key]), key
-    checkpoint = load_checkpoint(out / "checkpoints" / "ComfyUI_00001_.safetensors")
-    assert dataclasses.asdict(checkpoint.flux.params) == dataclasses.asdict(handle.params)
-    for key, value in checkpoint.flux.state_dict().items():
-        assert torch.equal(value, expected[key]), key
-    clip: ClipHandle = seen["c"]
-    clip_patch = next(p for p in clip.patches if p.key.startswith("clip_l."))
-    inner_key = clip_patch.key[len("clip_l.") :]
-    base = clip.encoders.clip.state_dict()[inner_key]
-    mine = [p for p in clip.patches if p.key == clip_patch.key]
-    saved = checkpoint.text_encoders["clip_l"].module.state_dict()[inner_key]
-    assert torch.equal(saved, patched_weight(base, mine).to(base.dtype))
-
-
-def test_image_from_a_lora_equals_the_image_from_its_saved_model(app):
-    """The memory manager's patching and ModelSave's baking give the same bf16 weights: same image bytes."""
-    with_lora = {
-        **loaders(),
-        "l1": lora(["unet", 0], ["clip", 0], "tiny-onetrainer.safetensors", 0.9, 0.0),
-        **image_nodes(["l1", 0], ["clip", 0]),
-        "msave": {
-            "class_type": "ModelSave",
-            "inputs": {"model": ["l1", 0], "filename_prefix": "diffusion_models/baked"},
-        },
-    }
-    _, first = app(with_lora, "lora")
-    baked = {**loaders(), **image_nodes(["unet", 0], ["clip", 0])}
-    baked["unet"] = {
-        "class_type": "UNETLoader",
-        "inputs": {"unet_name": "baked_00001_.safetensors", "weight_dtype": "default"},
-    }
-    _, second = app(baked, "baked")
-    assert torch.equal(first["img"], second["img"])
-
-
 def test_canny_control_lora_widens_dev_to_128_inputs(app):
     prompt = {
         **loaders(),
@@ -437,7 +165,7 @@ def test_canny_control_lora_widens_dev_to_128_inputs(app):
     _, seen = app(prompt)
     handle = seen["m"]
     assert handle.params.in_channels == 128
-    widened = _flat(handle)["img_in.weight"]
+    widened = flat(handle)["img_in.weight"]
     assert widened.shape == (128, 128)
     # and it samples like Canny-dev: InstructPixToPixConditioning feeds the 16 extra latent channels
     nodes = image_nodes(["l1", 0], ["clip", 0])

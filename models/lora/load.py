@@ -82,9 +82,8 @@ class LoraFile:
         if not self.unmapped:
             return None
         shown = ", ".join(self.unmapped[:20]) + (" ..." if len(self.unmapped) > 20 else "")
-        return (
-            f"LoRA {self.source or ''}: {len(self.unmapped)} keys not applied (no matching weight): {shown}"
-        )
+        name = f"LoRA {self.source}" if self.source else "LoRA"
+        return f"{name}: {len(self.unmapped)} keys not applied (no matching weight): {shown}"
 
 
 def _result_shape(patch: WeightPatch, shape: tuple[int, ...]) -> None:

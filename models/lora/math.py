@@ -194,3 +194,22 @@ def weight_delta(patch: WeightPatch, base_fp32: Tensor) -> Tensor:
     base = base_fp32.detach().to(torch.float32)
     result = apply_patch(base.clone(), patch)
     return result - pad_to_shape(base, result.shape)
+
+
+def lora_factors(patch: WeightPatch) -> tuple[Tensor, Tensor] | None:
+    """(B, A), float32, with B @ A the delta of a plain LoRA patch on its target (the `offset` slice).
+
+    B = strength * alpha / rank * up [out, r], A = down [r, in]: a forward-time adapter can add
+    (x @ A.T) @ B.T at rank-r cost instead of holding a full delta. None for every other patch
+    (diff/set, LoHa/LoKr, DoRA, a LoCon core, reshape, base_strength).
+    """
+    if patch.kind != "lora" or patch.reshape is not None or patch.base_strength != 1.0:
+        return None
+    if patch.tensor("mid") is not None or patch.dora_scale is not None:
+        return None
+    up, down = patch.tensor("up"), patch.tensor("down")
+    assert up is not None and down is not None  # required slots of "lora"
+    if up.dim() != 2 or down.dim() != 2:
+        return None
+    scale = 1.0 if patch.alpha is None else patch.alpha / down.shape[0]
+    return up.float() * (patch.strength * scale), down.float()
