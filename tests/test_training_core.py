@@ -288,3 +288,46 @@ def test_adapters_hook_into_a_second_base_and_detach_from_it_alone():
     assert torch.equal(layer_b(x), plain_b) and not torch.allclose(layer_a(x), plain_a)
     ad.detach()
     assert torch.equal(layer_a(x), plain_a)
+
+
+def test_diffusers_export_loads_in_diffusers_and_matches_the_hooked_model(model, data):
+    from diffusers import FluxTransformer2DModel
+
+    from models.flux.packing import make_image_ids, make_text_ids, pack_latents, unpack_latents
+    from models.formats.diffusers_flux import bfl_to_diffusers_transformer
+    from models.training.export import to_key_style
+
+    result = train(model, data, TrainConfig(steps=2, learning_rate=5e-2, rank=2, alpha=3.0))
+    peft_sd = to_key_style(result.lora, "diffusers")
+    assert all(
+        k.startswith("transformer.") and k.endswith((".lora_A.weight", ".lora_B.weight")) for k in peft_sd
+    )
+    p = model.params
+    with torch.device("meta"):
+        twin = FluxTransformer2DModel(
+            patch_size=1, in_channels=p.in_channels, out_channels=p.out_channels, num_layers=p.depth,
+            num_single_layers=p.depth_single_blocks, attention_head_dim=p.head_dim, num_attention_heads=p.num_heads,
+            joint_attention_dim=p.context_in_dim, pooled_projection_dim=p.vec_in_dim,
+            guidance_embeds=p.guidance_embed, axes_dims_rope=p.axes_dim,
+        )  # fmt: skip
+    twin.load_state_dict(bfl_to_diffusers_transformer(model.state_dict()), strict=True, assign=True)
+    twin.eval()
+    twin.load_lora_adapter(peft_sd, prefix="transformer", adapter_name="trained")
+    sample = data.samples[0]
+    x = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(1))
+    t, ctx, pooled = torch.tensor([0.6]), sample.context[None], sample.pooled[None]
+    with torch.no_grad():
+        theirs = twin(hidden_states=pack_latents(x), encoder_hidden_states=ctx, pooled_projections=pooled, timestep=t,
+                      img_ids=make_image_ids(1, 4, 4)[0], txt_ids=make_text_ids(1, ctx.shape[1])[0],
+                      guidance=torch.ones(1), return_dict=False)[0]  # fmt: skip
+        result.adapters.hook_into(model)
+        try:
+            from models.flux.apply import flux_forward_latent
+
+            ours = flux_forward_latent(model, x, t, ctx, pooled, torch.ones(1))
+        finally:
+            result.adapters.detach()
+        plain = flux_forward_latent(model, x, t, ctx, pooled, torch.ones(1))
+    theirs = unpack_latents(theirs, 8, 8)
+    assert (ours - plain).abs().max() > 1e-3  # the LoRA does something
+    assert torch.allclose(theirs, ours, atol=1e-4), (theirs - ours).abs().max()

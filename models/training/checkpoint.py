@@ -123,6 +123,7 @@ def lora_metadata(
         "ss_base_model_version": "flux1",
         "modelspec.architecture": "flux-1-dev/lora",
         "fluxloom.algorithm": algorithm,
+        "fluxloom.key_style": json.loads(config_json).get("key_style", "comfyui"),
         "fluxloom.training": config_json,
     }
     meta.update(extra or {})

@@ -15,7 +15,7 @@ TIMESTEP_SAMPLINGS = ("flux_shift", "shift", "sigmoid", "logit_normal", "uniform
 LR_SCHEDULES = ("constant", "linear", "cosine")
 LOSS_TARGETS = ("velocity", "x0")
 TARGET_PRESETS = ("all_linear", "attention", "no_modulation", "all_with_embedders")
-KEY_STYLES = ("comfyui", "kohya")
+KEY_STYLES = ("comfyui", "kohya", "diffusers")
 
 
 class TrainConfigError(ValueError):
@@ -96,6 +96,8 @@ class TrainConfig:
         for name in ("warmup_steps", "eval_every", "save_every", "validate_every"):
             if getattr(self, name) < 0:
                 raise TrainConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.key_style == "diffusers" and self.algorithm != "LoRA":
+            raise TrainConfigError("key_style 'diffusers' (PEFT keys) holds LoRA only, not LoHa / LoKr")
         if self.max_grad_norm < 0 or self.alpha <= 0 or self.discrete_flow_shift <= 0 or self.logit_std <= 0:
             raise TrainConfigError("max_grad_norm must be >= 0; alpha, discrete_flow_shift, logit_std > 0")
 

@@ -58,3 +58,62 @@ def lora_patches(
     if left:
         raise KeyError(f"LoRA keys not understood: {left[:10]}")
     return tuple(patches)
+
+
+def to_key_style(tensors: Mapping[str, Tensor], style: str) -> dict[str, Tensor]:
+    """ComfyUI-keyed LoRA tensors in another file convention.
+
+    comfyui: unchanged; kohya: `lora_unet_<path with _>`; diffusers: PEFT keys on diffusers module
+    names (`transformer.<module>.lora_A.weight` / `.lora_B.weight`), fused BFL targets split per
+    diffusers Linear (lora_A shared, lora_B rows split) and alpha / rank baked into lora_B, as
+    diffusers' `load_lora_weights` expects (LoRA only).
+    """
+    if style == "comfyui":
+        return dict(tensors)
+    if style == "kohya":
+        out = {}
+        for key, t in tensors.items():
+            module, _, suffix = key.removeprefix("diffusion_model.").partition(".lora_")
+            if suffix:
+                out[f"lora_unet_{module.replace('.', '_')}.lora_{suffix}"] = t
+            else:
+                module, _, param = key.removeprefix("diffusion_model.").rpartition(".")
+                out[f"lora_unet_{module.replace('.', '_')}.{param}"] = t
+        return out
+    if style != "diffusers":
+        raise ValueError(f"unknown LoRA key style {style!r}")
+    from models.formats.diffusers_flux import bfl_to_diffusers_transformer
+
+    out = {}
+    for module, prefix in module_names(tensors).items():
+        up_key, down_key = f"{prefix}.lora_up.weight", f"{prefix}.lora_down.weight"
+        if up_key not in tensors:
+            raise ValueError(f"{prefix}: only LoRA (not LoHa / LoKr) exports to diffusers keys")
+        up, down = tensors[up_key].float(), tensors[down_key]
+        up = up * (float(tensors[f"{prefix}.alpha"]) / down.shape[0])
+        if module.endswith(".linear1"):
+            # split as a bias (rows), with linear2's row count telling the converter the hidden size
+            hidden = _single_hidden(tensors, module)
+            parts = {
+                f"{module}.bias": up,
+                module.replace(".linear1", ".linear2") + ".weight": up.new_empty(hidden, 1),
+            }
+        else:
+            parts = {f"{module}.weight": up}
+        for key, piece in bfl_to_diffusers_transformer(parts).items():
+            target, _, param = key.rpartition(".")
+            if module.endswith(".linear1") and param != "bias":
+                continue
+            out[f"transformer.{target}.lora_A.weight"] = down.clone()
+            out[f"transformer.{target}.lora_B.weight"] = piece.to(tensors[up_key].dtype).contiguous()
+    return out
+
+
+def _single_hidden(tensors: Mapping[str, Tensor], linear1: str) -> int:
+    """Hidden size of a single block from its LoRA tensors (linear1 rows = 3 hidden + mlp = 7 hidden)."""
+    up = tensors[f"diffusion_model.{linear1}.lora_up.weight"]
+    down = tensors[f"diffusion_model.{linear1}.lora_down.weight"]
+    hidden = int(down.shape[1])
+    if up.shape[0] % hidden:
+        raise ValueError(f"{linear1}: cannot infer the hidden size")
+    return hidden

@@ -35,6 +35,7 @@ from .checkpoint import (
 )
 from .config import TrainConfig
 from .data import Sample, TrainingData, step_generator, take
+from .export import to_key_style
 from .flow import flow_loss, noised, sample_timesteps
 from .schedule import lr_at
 
@@ -305,7 +306,7 @@ def train(
         weights = _with_ema(adapters, ema)
         save_safetensors(
             path,
-            adapters_mod.lora_state_dict(weights, key_style=cfg.key_style),
+            to_key_style(adapters_mod.lora_state_dict(weights), cfg.key_style),
             lora_metadata(
                 cfg.to_json(),
                 steps=step,
@@ -418,7 +419,7 @@ def train(
     state.ema = {k: v.clone() for k, v in ema.items()}
     state.optimizer = optimizer.state_dict()
     final = _with_ema(adapters, ema)
-    lora = adapters_mod.lora_state_dict(final, key_style=cfg.key_style)
+    lora = adapters_mod.lora_state_dict(final)
     meta = lora_metadata(
         cfg.to_json(),
         steps=state.step,

@@ -49,7 +49,7 @@ from models.training.checkpoint import (
     to_torch_dtype,
 )
 from models.training.config import LOSS_TARGETS, LR_SCHEDULES, TARGET_PRESETS, TIMESTEP_SAMPLINGS
-from models.training.export import lora_patches
+from models.training.export import lora_patches, to_key_style
 from models.training.validate import sample_latents
 from nodes.image.files import save_images
 from nodes.latent import vae_ops
@@ -111,7 +111,8 @@ class FluxLoraTrainingOptions(Node):
             Int("validation_seed", 0, min=0, max=SEED_MAX),
             Int("save_every", 0, min=0, max=100000, tooltip="Save LoRA + resume state every N steps."),
             String("checkpoint_prefix", "loras/ComfyUI_trained_lora", tooltip="Where periodic saves go (output)."),
-            Combo("key_style", ("comfyui", "kohya"), "comfyui"),
+            Combo("key_style", ("comfyui", "kohya", "diffusers"), "comfyui",
+                  tooltip="Saved keys: ComfyUI generic, kohya, or diffusers/PEFT (LoRA only)."),
         ),
         outputs=(Output("TRAINING_OPTIONS", "options"),),
     )  # fmt: skip
@@ -347,7 +348,7 @@ class TrainLoraNode(Node):
 def write_lora(path: Path, lora: Mapping[str, torch.Tensor]) -> Path:
     """The LoRA file (atomic) and, when the LoRA carries one, its resume state beside it."""
     metadata = dict(getattr(lora, "metadata", {}) or {})
-    save_safetensors(path, dict(lora), metadata)
+    save_safetensors(path, to_key_style(lora, metadata.get("fluxloom.key_style", "comfyui")), metadata)
     state = getattr(lora, "state", None)
     if state is not None:
         save_state(state_path_for(path), state)
