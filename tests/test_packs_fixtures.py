@@ -237,6 +237,31 @@ def test_folders_packs_add_reach_our_model_paths(tmp_path):
     assert merged.folders_for("luts") == (models.resolve() / "luts",)
 
 
+def test_a_pack_that_exits_or_redefines_a_node_fails_alone(tmp_path):
+    (tmp_path / "a_first.py").write_text(
+        textwrap.dedent("""
+        class Node:
+            @classmethod
+            def INPUT_TYPES(cls):
+                return {"required": {}}
+            RETURN_TYPES = ("INT",)
+            FUNCTION = "f"
+            def f(self):
+                return (1,)
+        NODE_CLASS_MAPPINGS = {"SharedName": Node}
+    """)
+    )
+    (tmp_path / "b_second.py").write_text((tmp_path / "a_first.py").read_text().replace("(1,)", "(2,)"))
+    (tmp_path / "c_exits.py").write_text("import sys\nsys.exit('bye')\n")
+    (tmp_path / "d_last.py").write_text((tmp_path / "a_first.py").read_text().replace("SharedName", "Last"))
+    registry = build_registry()
+    report = {p.name: p for p in load_custom_nodes(tmp_path, registry).packs}
+    assert report["a_first"].nodes == ("SharedName",) and report["d_last"].nodes == ("Last",)
+    assert "already defined by custom_nodes.a_first" in report["b_second"].error
+    assert report["c_exits"].error == "SystemExit: bye"
+    assert registry["SharedName"].origin.RELATIVE_PYTHON_MODULE == "custom_nodes.a_first"
+
+
 def test_a_built_in_node_cannot_be_replaced(tmp_path):
     (tmp_path / "greedy.py").write_text(
         textwrap.dedent("""

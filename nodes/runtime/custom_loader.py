@@ -155,6 +155,21 @@ def _web_directory(module: ModuleType, base: Path | None, name: str) -> Path | N
     return web
 
 
+def _taken(registry: NodeRegistry, node_id: str | None) -> str | None:
+    """Why `node_id` cannot be registered by a pack (as ComfyUI: the first definition stays), or None."""
+    if node_id is None or node_id not in registry:
+        return None
+    source = registry[node_id].source
+    return "replaces a built-in node" if source == "nodes" else f"already defined by {source}"
+
+
+def _v3_node_id(cls: Any) -> str | None:
+    try:
+        return str(cls.define_schema().node_id)
+    except Exception:  # the registry reports the broken schema itself
+        return None
+
+
 def _register_pack(module: ModuleType, name: str, registry: NodeRegistry) -> tuple[list[str], list[str]]:
     source = f"{PACKAGE}.{name}"
     registered: list[str] = []
@@ -163,10 +178,12 @@ def _register_pack(module: ModuleType, name: str, registry: NodeRegistry) -> tup
     if mappings is not None:
         display = getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", None) or {}
         for node_id, cls in mappings.items():
-            if node_id in registry and registry[node_id].source == "nodes":
-                log.warning("pack %s: node %s would replace a built-in node; skipped", name, node_id)
-                skipped.append(f"{node_id}: replaces a built-in node")
+            reason = _taken(registry, node_id if hasattr(cls, "INPUT_TYPES") else _v3_node_id(cls))
+            if reason is not None:
+                log.warning("pack %s: node %s %s; skipped", name, node_id, reason)
+                skipped.append(f"{node_id}: {reason}")
                 continue
+            _mark(cls, source)
             try:
                 if hasattr(cls, "INPUT_TYPES"):
                     registry.register_v1(node_id, cls, display_name=display.get(node_id), source=source)
@@ -178,6 +195,12 @@ def _register_pack(module: ModuleType, name: str, registry: NodeRegistry) -> tup
                 skipped.append(f"{node_id}: {exc}")
     elif hasattr(module, "comfy_entrypoint"):
         for cls in _v3_nodes(module.comfy_entrypoint):
+            reason = _taken(registry, _v3_node_id(cls))
+            if reason is not None:
+                log.warning("pack %s: node %s %s; skipped", name, getattr(cls, "__name__", cls), reason)
+                skipped.append(f"{getattr(cls, '__name__', cls)}: {reason}")
+                continue
+            _mark(cls, source)
             try:
                 registered.append(registry.register(cls, source=source).node_id)
             except NodeDefinitionError as exc:
@@ -190,10 +213,18 @@ def _register_pack(module: ModuleType, name: str, registry: NodeRegistry) -> tup
     return registered, skipped
 
 
+def _mark(cls: Any, source: str) -> None:
+    """ComfyUI sets RELATIVE_PYTHON_MODULE on every pack class (`custom_nodes.<pack>`)."""
+    try:
+        cls.RELATIVE_PYTHON_MODULE = source
+    except (AttributeError, TypeError):
+        pass
+
+
 def _run_prestartup(name: str, script: Path) -> str | None:
     try:
         runpy.run_path(str(script), run_name=f"{PACKAGE}.{name}.prestartup_script")
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         log.exception("pack %s: prestartup_script.py failed", name)
         return f"prestartup_script.py: {type(exc).__name__}: {exc}"
     return None
@@ -229,7 +260,7 @@ class _Loader:
             module = importer()
             nodes, skipped = _register_pack(module, name, self.registry)
             web = _web_directory(module, base, name)
-        except Exception as exc:  # any failure inside third-party code is isolated to its pack
+        except (Exception, SystemExit) as exc:  # any failure inside third-party code stays with its pack
             log.exception("custom node pack %s failed to load; skipped", name)
             self.report.packs.append(
                 LoadedPack(
