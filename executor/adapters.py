@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from .errors import NodeDefinitionError
-from .registry import NodeType, _accepted_names, bind_hook, normalize_result
+from .registry import NodeType, _accepted_names, bind_hook, blocked_output, find_blocker, normalize_result
 from .schema import ANY, COMBO, PROMPT_HIDDEN, Hidden, Input, NodeContext, NodeOutput, Output, Schema
 
 # The context of the V1/V3 node running in this thread: ComfyUI's module-level helpers that packs call
@@ -50,21 +50,6 @@ def settle(value: Any) -> Any:
         return asyncio.run(wait())
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, wait()).result()
-
-
-def _blocker(inputs: Mapping[str, Any]) -> Any:
-    """The first ComfyUI `ExecutionBlocker` among the inputs (duck-typed: executor imports no pack API)."""
-    for value in inputs.values():
-        if type(value).__name__ == "ExecutionBlocker" and hasattr(value, "message"):
-            return value
-    return None
-
-
-def _blocked(blocker: Any, schema: Schema) -> NodeOutput:
-    """A node fed an ExecutionBlocker does not run: its outputs are the blocker (a message fails the prompt)."""
-    if blocker.message is not None:
-        raise RuntimeError(f"Execution Blocked: {blocker.message}")
-    return NodeOutput(tuple(blocker for _ in schema.outputs))
 
 
 _PROBE = "\x00fluxloom-type-probe\x00"
@@ -227,9 +212,9 @@ def v1_node_type(
         return obj
 
     def invoke(ctx: NodeContext, inputs: dict[str, Any]) -> NodeOutput:
-        blocker = _blocker(inputs)
+        blocker = find_blocker(inputs)
         if blocker is not None:
-            return _blocked(blocker, schema)
+            return blocked_output(blocker, schema)
         with running(ctx):
             raw = settle(getattr(instance(ctx.node_id), cls.FUNCTION)(**inputs))
         if isinstance(raw, dict):  # ComfyUI reads only these keys of a dict result ({} = nothing)
@@ -329,9 +314,9 @@ def v3_node_type(cls: Any, *, source: str = "nodes") -> NodeType:
     hidden_names = frozenset(h.name for h in schema.hidden)
 
     def invoke(ctx: NodeContext, inputs: dict[str, Any]) -> NodeOutput:
-        blocker = _blocker(inputs)
+        blocker = find_blocker(inputs)
         if blocker is not None:
-            return _blocked(blocker, schema)
+            return blocked_output(blocker, schema)
         hidden = {k: inputs.pop(k) for k in list(inputs) if k in hidden_names}
         # V3 nodes read hidden values from the class; run a per-call subclass so calls never share them.
         runner: Any = type(cls.__name__, (cls,), {"hidden": HiddenValues(hidden)}) if hidden else cls

@@ -68,6 +68,21 @@ def normalize_result(raw: Any, schema: Schema) -> NodeOutput:
     return out
 
 
+def find_blocker(inputs: Mapping[str, Any]) -> Any:
+    """The first ComfyUI `ExecutionBlocker` among the inputs (duck-typed: packs make them)."""
+    for value in inputs.values():
+        if type(value).__name__ == "ExecutionBlocker" and hasattr(value, "message"):
+            return value
+    return None
+
+
+def blocked_output(blocker: Any, schema: Schema) -> NodeOutput:
+    """A node fed an ExecutionBlocker does not run: its outputs are the blocker (a message fails the prompt)."""
+    if blocker.message is not None:
+        raise RuntimeError(f"Execution Blocked: {blocker.message}")
+    return NodeOutput(tuple(blocker for _ in schema.outputs))
+
+
 def _call_with_known(fn: Callable[..., Any], inputs: Mapping[str, Any], names: frozenset[str] | None) -> Any:
     return fn(**(inputs if names is None else {k: v for k, v in inputs.items() if k in names}))
 
@@ -167,6 +182,9 @@ def native_node_type(cls: type[Node], *, source: str = "nodes") -> NodeType:
     execute = cls.execute
 
     def invoke(ctx: NodeContext, inputs: dict[str, Any]) -> NodeOutput:
+        blocker = find_blocker(inputs)
+        if blocker is not None:
+            return blocked_output(blocker, schema)
         raw = execute(ctx, **inputs) if wants_ctx else execute(**inputs)
         return normalize_result(raw, schema)
 

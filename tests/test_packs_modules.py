@@ -488,10 +488,12 @@ def test_graph_builder_expansion_and_execution_blocker(host):
         "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}},
     }
     assert executor.run_prompt(expand, prompt_id="e").outputs == {"2": {"value": [12]}}
-    for is_open, expected in ((True, {"2": {"value": [5]}}), (False, {})):
+    registry.register(host_registry_type("PreviewAny").origin, source="nodes")  # a native node
+    for is_open, expected in ((True, {"2": {"value": [5]}, "3": {"text": ["5"]}}), (False, {})):
         gated = {
             "1": {"class_type": "Gate", "inputs": {"value": 5, "open": is_open}},
             "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}},
+            "3": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}},
         }
         assert executor.run_prompt(gated, prompt_id=f"g{is_open}").outputs == expected
 
