@@ -324,3 +324,13 @@ def test_many_outputs_on_one_bad_chain_stay_linear(registry):
     assert time.perf_counter() - start < 1.0
     assert len(response["node_errors"]["0"]["dependent_outputs"]) == 100  # capped, in prompt order
     assert response["node_errors"]["0"]["dependent_outputs"][:2] == ["o0", "o1"]
+
+
+def test_signature_of_a_link_outside_the_run_is_deterministic_not_a_key_error(registry):
+    from executor.cache import node_signature
+    from executor.graph import Link, PromptNode
+
+    node = PromptNode("2", "Show", {"value": Link("1", 0), "ghost": Link("404", 0)})
+    first = node_signature(node, registry["Show"], {"1": "abc"}, None)
+    assert first == node_signature(node, registry["Show"], {"1": "abc"}, None)
+    assert first != node_signature(node, registry["Show"], {"1": "abd"}, None)
