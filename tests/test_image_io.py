@@ -262,8 +262,9 @@ def test_load_image_missing_or_unsafe_names_fail_clearly(harness):
         harness.run(load_prompt("missing.png"))
     assert "missing.png" in str(info.value) + json.dumps(getattr(info.value, "node_errors", {}))
     (harness.app.settings.input_dir / "broken.png").write_bytes(b"not a png")
-    with pytest.raises(NodeExecutionError, match="not a readable image"):
+    with pytest.raises(NodeExecutionError, match="not a readable image") as broken:
         harness.run(load_prompt("broken.png"))
+    assert str(harness.app.settings.input_dir.resolve()) not in str(broken.value)  # no absolute paths
 
 
 def test_hooks_hash_and_validate_with_services(harness):

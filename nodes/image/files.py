@@ -56,11 +56,16 @@ def open_image(name: str, settings: Any) -> tuple[Path, Image.Image]:
     """Resolve an annotated image name and open it with Pillow; errors name the input and the file."""
     path = resolve_annotated(name, settings)
     if not path.is_file():
-        raise FileNotFoundError(f"image {name!r} not found (looked for {path})")
+        raise FileNotFoundError(f"image {name!r} not found in its folder")
     try:
         return path, Image.open(path)
     except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"image {name!r} ({path}) is not a readable image: {exc}") from exc
+        raise ValueError(f"image {name!r} is not a readable image: {_why(exc, path, name)}") from exc
+
+
+def _why(exc: Exception, path: Path, name: str) -> str:
+    """An error's text with the file's absolute path replaced by its name (messages reach the browser)."""
+    return str(exc).replace(str(path), name)
 
 
 def file_sha256(path: Path) -> str:
@@ -153,7 +158,7 @@ class LoadImage(Node):
             try:
                 return load_frames(pil)
             except (OSError, ValueError) as exc:
-                raise ValueError(f"image {image!r} ({path}) could not be decoded: {exc}") from exc
+                raise ValueError(f"image {image!r} could not be decoded: {_why(exc, path, image)}") from exc
 
     @classmethod
     def fingerprint(cls, image: str, services: Any = None) -> str | float:
@@ -183,7 +188,7 @@ class LoadImageMask(Node):
             try:
                 return (channel_mask(ImageOps.exif_transpose(pil), channel),)
             except (OSError, ValueError) as exc:
-                raise ValueError(f"image {image!r} ({path}) could not be decoded: {exc}") from exc
+                raise ValueError(f"image {image!r} could not be decoded: {_why(exc, path, image)}") from exc
 
     @classmethod
     def fingerprint(cls, image: str, services: Any = None) -> str | float:
