@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .graph import Link, PromptNode
+from .prompt_nodes import Link, PromptNode
 from .registry import NodeType
 
 _never_equal = itertools.count()  # fingerprints of NaN ("always changed") get a fresh token

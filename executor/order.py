@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .graph import PromptNode
+    from .prompt_nodes import PromptNode
 
 
 def dependency_closure(roots: Iterable[str], nodes: Mapping[str, PromptNode]) -> list[str]:

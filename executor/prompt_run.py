@@ -11,10 +11,11 @@ from . import events as ev
 from .cache import OutputCache, compute_signatures
 from .cancel import CancelToken
 from .errors import Interrupted, NodeExecutionError
-from .graph import Link, PromptNode, ValidatedPrompt, parse_prompt, to_link
+from .graph import ValidatedPrompt
 from .hooks import NodeHooks
 from .messages import exception_type_name, format_value
 from .order import dependency_closure, topological_order
+from .prompt_nodes import Link, PromptNode, parse_prompt, to_link
 from .registry import NodeRegistry, NodeType
 from .schema import NodeContext, NodeOutput
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from executor.errors import PromptValidationError
-from executor.graph import types_compatible, validate_prompt
+from executor.graph import validate_prompt
+from executor.input_checks import types_compatible
 from tests.fake_nodes import fake_registry
 
 
@@ -328,7 +329,7 @@ def test_many_outputs_on_one_bad_chain_stay_linear(registry):
 
 def test_signature_of_a_link_outside_the_run_is_deterministic_not_a_key_error(registry):
     from executor.cache import node_signature
-    from executor.graph import Link, PromptNode
+    from executor.prompt_nodes import Link, PromptNode
 
     node = PromptNode("2", "Show", {"value": Link("1", 0), "ghost": Link("404", 0)})
     first = node_signature(node, registry["Show"], {"1": "abc"}, None)

@@ -120,7 +120,7 @@ def test_default_flux_workflow_converts_to_a_well_typed_text_to_image_prompt(reg
     """workflows/default_flux.json (what a first-time user sees) wires FLUX txt2img with matching types."""
     from pathlib import Path
 
-    from executor.graph import types_compatible
+    from executor.input_checks import types_compatible
 
     workflow = json.loads((Path(__file__).resolve().parent.parent / "workflows/default_flux.json").read_text())
     api = ui_to_api(workflow, registry)
