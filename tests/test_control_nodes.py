@@ -353,3 +353,42 @@ def test_dual_cfg_guider_and_cfg_zero_star(values, evaluations):
     zero = {"patched": {"class_type": "CFGZeroStar", "inputs": {"model": g("model")}}}
     starred = run(zero | custom(cfg_guider(model=["patched", 0])), values)
     assert (starred - reference).abs().max() > 1e-4
+
+
+def test_loaders_read_every_tiny_controlnet_file(demo_models_dir, tmp_path):
+    from tests.test_control_vision import run_in_process
+
+    names = [
+        "flux-canny-controlnet-v3.safetensors",
+        "mistoline_flux.dev_v1.safetensors",
+        "FLUX.1-dev-Controlnet-Union.safetensors",
+        "FLUX.1-dev-ControlNet-Union-Pro-2.0.safetensors",
+        "FLUX.1-dev-Controlnet-Inpainting-Beta.safetensors",
+    ]
+    prompt: dict[str, Any] = {
+        "unet": {
+            "class_type": "UNETLoader",
+            "inputs": {"unet_name": "flux1-dev.safetensors", "weight_dtype": "default"},
+        }
+    }
+    for i, name in enumerate(names):
+        loader = {
+            "class_type": "DiffControlNetLoader",
+            "inputs": {"model": ["unet", 0], "control_net_name": name},
+        }
+        if i % 2:
+            loader = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": name}}
+        prompt[f"cn{i}"] = loader
+        prompt[f"cap{i}"] = {"class_type": "Capture", "inputs": {"value": [f"cn{i}", 0]}}
+    out = run_in_process(prompt, demo_models_dir, tmp_path, tmp_path)
+    kinds = [
+        (h.params.kind, h.params.num_modes, h.params.hint_channels)
+        for h in (out[f"cap{i}"] for i in range(5))
+    ]
+    assert kinds == [
+        (XLABS, 0, 16),
+        (MISTOLINE, 0, 16),
+        (DIFFUSERS, 10, 16),
+        (DIFFUSERS, 0, 16),
+        (DIFFUSERS, 0, 17),
+    ]
