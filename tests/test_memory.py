@@ -134,6 +134,14 @@ def test_working_memory_counts_against_the_budget():
             pass
 
 
+def test_a_weights_only_budget_ignores_working_memory_but_records_it():
+    model = Blocks()
+    memory = MemoryManager(budget_bytes=module_bytes(model), count_working=False)
+    with memory.use(model, working_bytes=10 * module_bytes(model)):
+        assert not memory.is_streamed(model)
+    assert memory.stats.max_working_bytes == 10 * module_bytes(model)
+
+
 def test_budget_is_free_memory_minus_the_reserve_capped_by_the_limit():
     device = CpuDevice(total_bytes=1000)
     assert MemoryManager(device).budget() == 1000

@@ -44,6 +44,7 @@ async def test_system_stats_and_features(server):
     assert system["required_frontend_version"] == ""
     assert system["ram_total"] >= system["ram_free"] > 0
     assert stats["devices"][0]["type"] == "cpu"
+    assert stats["devices"][0]["vram_total"] == system["ram_total"]  # ComfyUI: a CPU reports system memory
     features = await (await server.get("/features")).json()
     assert features == {"supports_preview_metadata": True, "max_upload_size": 100 * 1024 * 1024}
 

@@ -160,13 +160,17 @@ class MemoryManager:
         budget_bytes: int | None = None,
         reserve_bytes: int = 0,
         prefetch: bool = True,
+        count_working: bool = True,
     ) -> None:
+        """`count_working=False` makes the budget a budget for weights alone (benchmarks on a simulated
+        device, where activations do not live on it); declared working memory is still recorded."""
         self.compute = as_device(device)
         self.device = self.compute.torch_device
         self.offload_device = torch.device(offload_device)
         self.budget_bytes = budget_bytes  # explicit cap (--vram-limit); None: the device decides
         self.reserve_bytes = reserve_bytes
         self.prefetch = prefetch
+        self.count_working = count_working
         self.stats = MemoryStats()
         self._host = CpuDevice()
         self._entries: OrderedDict[int, _Entry] = OrderedDict()  # LRU order: oldest first
@@ -609,6 +613,8 @@ class MemoryManager:
         with self._lock:
             self._reap()
             self.stats.max_working_bytes = max(self.stats.max_working_bytes, working_bytes)
+            if not self.count_working:
+                working_bytes = 0
             entries: list[_Entry] = []
             try:
                 for part in parts:
@@ -641,7 +647,7 @@ class MemoryManager:
         """Bytes left for activations once `items` sit at their smallest footprint; None: unlimited."""
         with self._lock:
             budget = self.budget()
-            if budget is None:
+            if budget is None or not self.count_working:
                 return None
             entries = [
                 e
