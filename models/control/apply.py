@@ -116,6 +116,15 @@ class PreparedControl:
         return self.sigma_end <= sigma <= self.sigma_start
 
 
+def hint_pixels(app: ControlApplication, height: int, width: int) -> Tensor:
+    """The hint image resized (nearest-exact, center crop) to 8x a height x width latent: [B, 3, 8h, 8w] in 0..1."""
+    image = app.image.float()
+    if image.shape[1] not in (1, 3, 4):
+        raise ValueError(f"a control hint needs 1, 3 or 4 channels, got {image.shape[1]}")
+    image = image[:, :3] if image.shape[1] > 1 else image.expand(-1, 3, -1, -1)
+    return resize(image, width * 8, height * 8, HINT_RESIZE, "center")
+
+
 def prepare_hint(
     app: ControlApplication,
     height: int,
@@ -132,11 +141,7 @@ def prepare_hint(
     """
     cn = app.control_net
     module = cn.module
-    image = app.image.float()
-    if image.shape[1] not in (1, 3, 4):
-        raise ValueError(f"a control hint needs 1, 3 or 4 channels, got {image.shape[1]}")
-    image = image[:, :3] if image.shape[1] > 1 else image.expand(-1, 3, -1, -1)
-    pixels = resize(image, width * 8, height * 8, HINT_RESIZE, "center")
+    pixels = hint_pixels(app, height, width)
     dtype = module.pos_embed_input.weight.dtype
     if not cn.params.latent_input:
         with torch.no_grad():

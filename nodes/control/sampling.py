@@ -3,13 +3,13 @@ the latent size (VAE-encoding latent hints), and list the modules the memory man
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from models.control.apply import ControlApplication, PreparedControl, prepare_controls
+from models.control.apply import ControlApplication, PreparedControl, hint_pixels, prepare_controls
 from nodes.latent import vae_ops
 from nodes.runtime.services import Ctx
 
@@ -47,6 +47,19 @@ def model_extra_modules(model: Any, apps: Iterable[ControlApplication]) -> tuple
     return control_modules(apps) + tuple(adapters.values())
 
 
+def encode_hints(
+    ctx: Ctx, apps: Sequence[ControlApplication], height: int, width: int
+) -> dict[int, torch.Tensor]:
+    """VAE latents of the latent-input hints by id of their application, encoded before the transformer
+    and the ControlNets are placed (so the VAE never has to fit beside them)."""
+    out: dict[int, torch.Tensor] = {}
+    for app in apps:
+        for a in app.chain():
+            if a.control_net.params.latent_input and a.vae is not None and id(a) not in out:
+                out[id(a)] = vae_ops.encode(ctx, a.vae, hint_pixels(a, height, width).movedim(1, -1))
+    return out
+
+
 def prepare(
     ctx: Ctx,
     apps: Sequence[ControlApplication],
@@ -55,11 +68,17 @@ def prepare(
     *,
     percent_to_sigma: Callable[[float], float],
     device: torch.device,
+    encoded: Mapping[int, torch.Tensor] | None = None,
 ) -> dict[int, tuple[PreparedControl, ...]]:
-    """Prepared chains by id of their newest application (what `FluxPredictor(controls=...)` takes)."""
+    """Prepared chains by id of their newest application (what `FluxPredictor(controls=...)` takes);
+    `encoded` holds latents from `encode_hints` (others are encoded here)."""
+    cache = dict(encoded or {})
 
     def encoder(app: ControlApplication) -> Callable[[torch.Tensor], torch.Tensor] | None:
         vae = app.vae
+        if id(app) in cache:
+            latent = cache[id(app)]
+            return lambda _pixels: latent
         if vae is None:
             return None
         return lambda pixels: vae_ops.encode(ctx, vae, pixels.movedim(1, -1))

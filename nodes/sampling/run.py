@@ -154,11 +154,13 @@ def run_sampling(ctx: Ctx, guider: Guider, sampler: SamplerChoice, sigmas: torch
     from nodes.control import sampling as control_sampling
 
     controls = control_sampling.applications([guider.positive, guider.negative, *guider.conds.values()])
+    encoded = control_sampling.encode_hints(ctx, controls, samples.shape[-2], samples.shape[-1])
     working = flux_step_working_bytes(ctx, model, samples, [guider.positive, guider.negative])
     with use_models(ctx, model, *control_sampling.model_extra_modules(model, controls), working_bytes=working):
         device = compute_device(ctx, model.module)
         prepared = control_sampling.prepare(ctx, controls, samples.shape[-2], samples.shape[-1],
-                                            percent_to_sigma=model_sampling.percent_to_sigma, device=device)
+                                            percent_to_sigma=model_sampling.percent_to_sigma, device=device,
+                                            encoded=encoded)
         predictor = FluxPredictor(model.module, model.params, percent_to_sigma=model_sampling.percent_to_sigma,
                                   device=device, controls=prepared, attention=control_sampling.ip_attention(model))
         positive: Any = prepare_conditioning(guider.positive)
