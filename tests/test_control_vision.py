@@ -67,7 +67,7 @@ def test_towers_match_transformers(demo_models_dir, tmp_path, name):
         torch.testing.assert_close(out.image_embeds, ref.image_embeds, rtol=1e-5, atol=1e-5)
         assert out.image_embeds.shape == (2, 32)
     else:
-        assert out.last_hidden_state.shape == (2, 27 * 27, 64)
+        assert out.last_hidden_state.shape == (2, (384 // params.patch_size) ** 2, 64)
 
 
 def test_vision_encode_crop_modes_differ(demo_models_dir):
@@ -76,14 +76,14 @@ def test_vision_encode_crop_modes_differ(demo_models_dir):
     )
     center = encode_image(CTX, handle, IMAGE, crop=True)  # type: ignore[arg-type]
     squash = encode_image(CTX, handle, IMAGE, crop=False)  # type: ignore[arg-type]
-    assert center.last_hidden_state.shape == squash.last_hidden_state.shape == (2, 729, 64)
+    assert center.last_hidden_state.shape == squash.last_hidden_state.shape == (2, 64, 64)
     assert (center.last_hidden_state - squash.last_hidden_state).abs().max() > 1e-3
     assert center["last_hidden_state"] is center.last_hidden_state
 
 
 def test_redux_matches_float64_reference(demo_models_dir):
     redux = load_redux(demo_models_dir / "style_models" / "flux1-redux-dev.safetensors").double()
-    x = torch.randn(1, 729, 64, dtype=torch.float64)
+    x = torch.randn(1, 64, 64, dtype=torch.float64)
     up, down = redux.redux_up, redux.redux_down
     h = x @ up.weight.T + up.bias
     ref = (h * torch.sigmoid(h)) @ down.weight.T + down.bias  # §9.2: down(SiLU(up(x)))
@@ -194,7 +194,7 @@ def test_style_tokens_shape(demo_models_dir):
     )
     out = encode_image(CTX, vision, IMAGE, crop=True)  # type: ignore[arg-type]
     tokens = style_tokens(CTX, handle, out)  # type: ignore[arg-type]
-    assert tokens.shape == (1, 2 * 729, 64)  # both images' tokens in one row
+    assert tokens.shape == (1, 2 * 64, 64)  # both images' tokens in one row
     assert vision.vision.params.family == SIGLIP
 
 

@@ -7,7 +7,7 @@ controlnet/
   FLUX.1-dev-ControlNet-Union-Pro-2.0.safetensors  Shakker Union-Pro 2.0 (diffusers keys, 3 double, no mode)
   FLUX.1-dev-Controlnet-Inpainting-Beta.safetensors  Alimama inpainting (17-channel hint: latent + mask)
 clip_vision/
-  sigclip_vision_patch14_384.safetensors        SigLIP vision tower (HF keys, 384 px, 27x27 patches)
+  sigclip_vision_patch14_384.safetensors        SigLIP vision tower (HF keys, 384 px, 8x8 patches of 48 px)
   clip_vision_l.safetensors                     CLIP ViT vision tower with projection (224 px, 16x16 patches)
 style_models/
   flux1-redux-dev.safetensors                   Redux: SigLIP width -> T5 width of the tiny transformer
@@ -40,7 +40,8 @@ from models.vision.towers import (
 
 from .weights import TINY_FLUX_DEV, cast_state, init_random, module_state
 
-TINY_SIGLIP = VisionParams(SIGLIP, 64, 128, 2, 1, 384, 14, use_head=True)
+# 384 px like the released tower, 48 px patches (8 x 8 = 64 tokens instead of 729) to keep Redux cheap
+TINY_SIGLIP = VisionParams(SIGLIP, 64, 128, 2, 1, 384, 48, use_head=True)
 TINY_CLIP_VISION = VisionParams(CLIP_VISION, 64, 128, 2, 1, 224, 14, projection_dim=32)
 VISION_SEEDS: Mapping[str, int] = {"siglip": 110, "clip_vision": 111, "redux": 112, "ipadapter": 113}
 
