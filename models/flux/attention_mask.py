@@ -33,8 +33,14 @@ def upscale_dit_mask(mask: Tensor, size_in: tuple[int, int], size_out: tuple[int
     return torch.cat((torch.cat((txt_txt, txt_img), dim=2), torch.cat((img_txt, img_img), dim=2)), dim=1)
 
 
-def joint_attention_bias(mask: Tensor, size_in: tuple[int, int], grid: tuple[int, int], extra_tokens: int = 0,
-                         *, dtype: torch.dtype = torch.float32) -> Tensor:
+def joint_attention_bias(
+    mask: Tensor,
+    size_in: tuple[int, int],
+    grid: tuple[int, int],
+    extra_tokens: int = 0,
+    *,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
     """A conditioning's mask as an additive SDPA bias [B, 1, N, N] for the sampled grid; bool masks become
     0 / -inf, and `extra_tokens` (Kontext references after the image) get no bias."""
     if mask.dtype == torch.bool:

@@ -141,7 +141,9 @@ def tiny_ipadapter(seed: int = 0, tokens: int = 4) -> XLabsIPAdapter:
     """A random-weight XLabs IP-Adapter for the tiny CLIP vision tower and the tiny dev transformer."""
     p = TINY_FLUX_DEV
     with torch.device("meta"):
-        module = XLabsIPAdapter(TINY_CLIP_VISION.projection_dim, p.context_in_dim, tokens, p.hidden_size, p.depth)
+        module = XLabsIPAdapter(
+            TINY_CLIP_VISION.projection_dim, p.context_in_dim, tokens, p.hidden_size, p.depth
+        )
     return init_random(module, seed).eval().requires_grad_(False)
 
 

@@ -116,7 +116,7 @@ def build_vision_tower(params: VisionParams) -> nn.Module:
                 patch_size=params.patch_size,
                 projection_dim=params.projection_dim or params.hidden_size,
                 hidden_act="quick_gelu",
-                )
+            )
         )
     return SiglipVisionModel(
         SiglipVisionConfig(

@@ -42,9 +42,7 @@ class StyleModelHandle:
     source: Path | None = None
 
 
-def encode_image(
-    ctx: Ctx, clip_vision: ClipVisionHandle, image: torch.Tensor, *, crop: bool
-) -> VisionOutput:
+def encode_image(ctx: Ctx, clip_vision: ClipVisionHandle, image: torch.Tensor, *, crop: bool) -> VisionOutput:
     """IMAGE [B, H, W, C] -> VisionOutput (float32, CPU) with the tower's own preprocessing."""
     params, module = clip_vision.vision.params, clip_vision.vision.module
     pixels = vision_preprocess(image, params.image_size, params.mean, params.std, crop=crop)
@@ -105,9 +103,7 @@ class StyleModelLoader(Node):
         return (StyleModelHandle(load_redux(path), path),)
 
 
-def style_tokens(
-    ctx: Ctx, style_model: StyleModelHandle, clip_vision_output: VisionOutput
-) -> torch.Tensor:
+def style_tokens(ctx: Ctx, style_model: StyleModelHandle, clip_vision_output: VisionOutput) -> torch.Tensor:
     """Redux tokens [1, B * N, txt_dim] (float32, CPU): every image's tokens in one row, as ComfyUI flattens them."""
     module = style_model.module
     with use_models(ctx, module), torch.no_grad():
