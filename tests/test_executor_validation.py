@@ -285,9 +285,9 @@ def test_a_2000_node_cycle_is_one_small_error_in_well_under_a_second(registry):
     import time
 
     prompt = _ring(2000)
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: wall time on a shared CI machine measures its neighbours
     response = errors_of(registry, prompt)
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     size = len(json.dumps(response))
     assert elapsed < 1.0 and size < 1_000_000, (elapsed, size)
     assert size < 10_000  # in fact a few hundred bytes: members are named once, then counted
@@ -320,9 +320,9 @@ def test_many_outputs_on_one_bad_chain_stay_linear(registry):
     prompt = {str(i): {"class_type": "Double", "inputs": {"x": [str(i - 1), 0]}} for i in range(1, size)}
     prompt["0"] = {"class_type": "Number", "inputs": {"value": 1000}}  # above max: every output is bad
     prompt.update({f"o{i}": {"class_type": "Show", "inputs": {"value": [str(i), 0]}} for i in range(size)})
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: wall time on a shared CI machine measures its neighbours
     response = errors_of(registry, prompt)
-    assert time.perf_counter() - start < 1.0
+    assert time.process_time() - start < 1.0
     assert len(response["node_errors"]["0"]["dependent_outputs"]) == 100  # capped, in prompt order
     assert response["node_errors"]["0"]["dependent_outputs"][:2] == ["o0", "o1"]
 

@@ -215,10 +215,12 @@ async def test_a_2000_node_cycle_is_answered_fast_and_small_over_http(tmp_path):
         warm = {str(i): {"class_type": "Steps", "inputs": {"x": [str((i + 1) % 100), 0]}} for i in range(100)}
         warm["out"] = prompt["out"]  # a 100-node ring first: starts the validation thread pool
         assert (await client.post("/prompt", json={"prompt": warm})).status == 400
-        start = time.perf_counter()
+        # CPU time of the whole process (client, server, validation thread): wall time on a shared
+        # CI machine would measure its neighbours; the wall-clock figure is in benchmarks/hardening.py.
+        start = time.process_time()
         response = await client.post("/prompt", json={"prompt": prompt})
         raw = await response.read()
-        elapsed = time.perf_counter() - start
+        elapsed = time.process_time() - start
     assert response.status == 400
     assert elapsed < 1.0 and len(raw) < 1_000_000, (elapsed, len(raw))
     (entry,) = json.loads(raw)["node_errors"].values()

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from models.flux.model import Flux
+from models.formats.canonical import safetensors_bytes
 from models.lora.targets import (
     CLIP_PREFIX,
     T5_PREFIX,
@@ -284,8 +284,6 @@ def write_tiny_loras(loras_dir: Path) -> list[Path]:
     for name, build in TINY_LORAS.items():
         tensors, metadata = build(targets)
         path = loras_dir / f"{name}.safetensors"
-        save_file(
-            {k: v.contiguous() for k, v in tensors.items()}, str(path), metadata={**METADATA, **metadata}
-        )
+        path.write_bytes(safetensors_bytes(tensors, {**METADATA, **metadata}))
         written.append(path)
     return written
