@@ -65,8 +65,8 @@ def unlimited(demo_models_dir, input_dir, tmp_path_factory):  # noqa: F811
 
 def test_workflows_under_a_tight_budget_match_the_unlimited_images(
     demo_models_dir,
-    input_dir,
-    unlimited,  # noqa: F811
+    input_dir,  # noqa: F811
+    unlimited,
     tmp_path,
     caplog,
 ):
