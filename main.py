@@ -28,26 +28,53 @@ COMMANDS = ("serve", "run", "demo-models", "fetch-tokenizers", "packs")
 def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     folders = common.add_argument_group("folders")
-    folders.add_argument("--models-dir", type=Path, default=Path("weights"),
-                         help="models root with ComfyUI's subfolders (checkpoints, diffusion_models, vae, ...)")
-    folders.add_argument("--extra-model-paths-config", type=Path, action="append", default=[],
-                         help="ComfyUI extra_model_paths.yaml to search too (repeatable)")
+    folders.add_argument(
+        "--models-dir",
+        type=Path,
+        default=Path("weights"),
+        help="models root with ComfyUI's subfolders (checkpoints, diffusion_models, vae, ...)",
+    )
+    folders.add_argument(
+        "--extra-model-paths-config",
+        type=Path,
+        action="append",
+        default=[],
+        help="ComfyUI extra_model_paths.yaml to search too (repeatable)",
+    )
     folders.add_argument("--input-dir", type=Path, default=Path("input"), help="images that nodes load")
     folders.add_argument("--output-dir", type=Path, default=Path("output"), help="where images are saved")
     folders.add_argument("--temp-dir", type=Path, default=Path("temp"), help="previews")
-    folders.add_argument("--user-dir", type=Path, default=Path("user"),
-                         help="settings, saved workflows and the persisted queue")
-    folders.add_argument("--custom-nodes-dir", type=Path, default=Path("custom_nodes"),
-                         help="third-party node packs")
+    folders.add_argument(
+        "--user-dir",
+        type=Path,
+        default=Path("user"),
+        help="settings, saved workflows and the persisted queue",
+    )
+    folders.add_argument(
+        "--custom-nodes-dir", type=Path, default=Path("custom_nodes"), help="third-party node packs"
+    )
     engine = common.add_argument_group("engine")
-    engine.add_argument("--vram-limit", type=float, default=None, metavar="GB",
-                        help="cap on the VRAM budget for models; the rest is streamed from CPU memory "
-                             "(default: the device's free memory minus --reserve-vram)")
-    engine.add_argument("--reserve-vram", type=float, default=None, metavar="GB",
-                        help="VRAM left free for other programs and the OS (default 0.4, 0.6 on Windows)")
+    engine.add_argument(
+        "--vram-limit",
+        type=float,
+        default=None,
+        metavar="GB",
+        help="cap on the VRAM budget for models; the rest is streamed from CPU memory "
+        "(default: the device's free memory minus --reserve-vram)",
+    )
+    engine.add_argument(
+        "--reserve-vram",
+        type=float,
+        default=None,
+        metavar="GB",
+        help="VRAM left free for other programs and the OS (default 0.4, 0.6 on Windows)",
+    )
     engine.add_argument("--cache-gb", type=float, default=4.0, help="memory budget for cached node outputs")
-    engine.add_argument("--disable-metadata", action="store_true",
-                        help="save images without the prompt and workflow embedded in their PNG chunks")
+    engine.add_argument(
+        "--disable-metadata",
+        action="store_true",
+        help="save images without the prompt and workflow embedded in their PNG chunks",
+    )
     engine.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return common
 
@@ -69,26 +96,53 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _FullHelpParser(prog="main.py", description=__doc__.split("\n\n")[0], formatter_class=fmt)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    serve = sub.add_parser("serve", parents=[common], formatter_class=fmt,
-                           help="serve the web UI and the ComfyUI-compatible API (default)")
-    serve.add_argument("--listen", default="127.0.0.1", help="address to bind; 0.0.0.0 opens it to the network")
+    serve = sub.add_parser(
+        "serve",
+        parents=[common],
+        formatter_class=fmt,
+        help="serve the web UI and the ComfyUI-compatible API (default)",
+    )
+    serve.add_argument(
+        "--listen", default="127.0.0.1", help="address to bind; 0.0.0.0 opens it to the network"
+    )
     serve.add_argument("--port", type=int, default=8188)
     serve.add_argument("--auth-token", default=None, help="require this bearer token on every request")
-    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
-                       help="a host name the server answers to besides loopback names, IP literals and this "
-                            "machine's name, when listening beyond loopback (repeatable; others get 403)")
+    serve.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name the server answers to besides loopback names, IP literals and this "
+        "machine's name, when listening beyond loopback (repeatable; others get 403)",
+    )
     serve.add_argument("--max-upload-size", type=float, default=100.0, metavar="MB", help="upload size limit")
 
-    run = sub.add_parser("run", parents=[common], formatter_class=fmt,
-                         help="run a workflow file headless and print the files it saved")
+    run = sub.add_parser(
+        "run",
+        parents=[common],
+        formatter_class=fmt,
+        help="run a workflow file headless and print the files it saved",
+    )
     run.add_argument("workflow", type=Path, help="API JSON, UI JSON, or a PNG with an embedded workflow")
 
-    sub.add_parser("demo-models", parents=[common], formatter_class=fmt,
-                   help="write small random-weight checkpoints in every supported layout")
-    sub.add_parser("packs", parents=[common], formatter_class=fmt,
-                   help="load the custom node packs and list which loaded (with their nodes) and which failed")
-    sub.add_parser("fetch-tokenizers", parents=[common], formatter_class=fmt,
-                   help="download the CLIP-L and T5 tokenizer files (needs internet)")
+    sub.add_parser(
+        "demo-models",
+        parents=[common],
+        formatter_class=fmt,
+        help="write small random-weight checkpoints in every supported layout",
+    )
+    sub.add_parser(
+        "packs",
+        parents=[common],
+        formatter_class=fmt,
+        help="load the custom node packs and list which loaded (with their nodes) and which failed",
+    )
+    sub.add_parser(
+        "fetch-tokenizers",
+        parents=[common],
+        formatter_class=fmt,
+        help="download the CLIP-L and T5 tokenizer files (needs internet)",
+    )
     return parser
 
 
@@ -101,13 +155,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(
-        models_dir=args.models_dir, input_dir=args.input_dir, output_dir=args.output_dir, temp_dir=args.temp_dir,
-        user_dir=args.user_dir, custom_nodes_dir=args.custom_nodes_dir,
+        models_dir=args.models_dir,
+        input_dir=args.input_dir,
+        output_dir=args.output_dir,
+        temp_dir=args.temp_dir,
+        user_dir=args.user_dir,
+        custom_nodes_dir=args.custom_nodes_dir,
         extra_model_paths=tuple(args.extra_model_paths_config),
-        listen=getattr(args, "listen", "127.0.0.1"), port=getattr(args, "port", 8188),
-        auth_token=getattr(args, "auth_token", None), max_upload_size_mb=getattr(args, "max_upload_size", 100.0),
+        listen=getattr(args, "listen", "127.0.0.1"),
+        port=getattr(args, "port", 8188),
+        auth_token=getattr(args, "auth_token", None),
+        max_upload_size_mb=getattr(args, "max_upload_size", 100.0),
         allowed_hosts=tuple(getattr(args, "allow_host", ())),
-        vram_limit_gb=args.vram_limit, reserve_vram_gb=args.reserve_vram,
+        vram_limit_gb=args.vram_limit,
+        reserve_vram_gb=args.reserve_vram,
         cache_bytes=int(args.cache_gb * (1 << 30)),
         disable_metadata=args.disable_metadata,
     )
@@ -127,7 +188,9 @@ def build_memory_manager(settings: Settings) -> Any:
     from models.memory import MemoryManager, default_device
 
     budget = None if settings.vram_limit_gb is None else int(settings.vram_limit_gb * (1 << 30))
-    return MemoryManager(default_device(), budget_bytes=budget, reserve_bytes=int(settings.reserve_vram_bytes))
+    return MemoryManager(
+        default_device(), budget_bytes=budget, reserve_bytes=int(settings.reserve_vram_bytes)
+    )
 
 
 def build_app(settings: Settings, *, load_packs: bool = True) -> App:
@@ -153,7 +216,9 @@ def build_app(settings: Settings, *, load_packs: bool = True) -> App:
     return App(settings, registry, services, executor, packs)
 
 
-def read_workflow(path: Path, registry: Any = None, services: Any = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def read_workflow(
+    path: Path, registry: Any = None, services: Any = None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """(API prompt, UI workflow or None) from a workflow file: API JSON, UI JSON or a PNG with chunks.
 
     The API prompt of a UI file is converted; a PNG's embedded API `prompt` is preferred (it is what
@@ -207,13 +272,21 @@ def command_run(settings: Settings, workflow: Path) -> int:
         for line in exc.lines():
             print(f"error: {line}", file=sys.stderr)
         return 2
-    for line in PromptValidationError({"message": "skipped"}, validated.node_errors).lines() \
-            if validated.node_errors else ():
+    for line in (
+        PromptValidationError({"message": "skipped"}, validated.node_errors).lines()
+        if validated.node_errors
+        else ()
+    ):
         print(f"warning: {line}", file=sys.stderr)
     with ProgressBars() as bars:
         try:
-            result = app.executor.execute(validated, prompt, prompt_id=str(uuid.uuid4()), sink=bars,
-                                          extra_data={"extra_pnginfo": {"workflow": ui_workflow} if ui_workflow else {}})
+            result = app.executor.execute(
+                validated,
+                prompt,
+                prompt_id=str(uuid.uuid4()),
+                sink=bars,
+                extra_data={"extra_pnginfo": {"workflow": ui_workflow} if ui_workflow else {}},
+            )
         except NodeExecutionError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
@@ -238,11 +311,15 @@ def startup_banner(settings: Settings) -> list[str]:
     if not listens_beyond_loopback(settings):
         lines = [f"Fluxloom is serving {url(settings.listen)} (this machine only; Ctrl+C stops it)"]
     elif settings.listen in WILDCARD_ADDRESSES:
-        lines = [f"Fluxloom is listening on every network interface, port {settings.port} (Ctrl+C stops it):",
-                 f"  this machine: {url('127.0.0.1')}",
-                 f"  other machines: {url('<this machine IP or name>')}"]
+        lines = [
+            f"Fluxloom is listening on every network interface, port {settings.port} (Ctrl+C stops it):",
+            f"  this machine: {url('127.0.0.1')}",
+            f"  other machines: {url('<this machine IP or name>')}",
+        ]
     else:
-        lines = [f"Fluxloom is listening on {url(settings.listen)} (reachable from the network; Ctrl+C stops it)"]
+        lines = [
+            f"Fluxloom is listening on {url(settings.listen)} (reachable from the network; Ctrl+C stops it)"
+        ]
     warning = exposure_warning(settings)
     if warning:
         bar = "!" * 100
@@ -304,10 +381,15 @@ def command_serve(settings: Settings) -> int:
         return PromptServer.instance.trigger_on_prompt(body)
 
     services = WebServices(
-        settings=settings, registry=app.registry, executor=app.executor, queue=queue,
-        node_services=app.services, model_paths=model_paths,
+        settings=settings,
+        registry=app.registry,
+        executor=app.executor,
+        queue=queue,
+        node_services=app.services,
+        model_paths=model_paths,
         web_directories=app.packs.web_directories if app.packs is not None else {},
-        free_models=memory.free_all if memory is not None else None, device_stats=device_stats,
+        free_models=memory.free_all if memory is not None else None,
+        device_stats=device_stats,
         argv=tuple(sys.argv),
         packs=tuple(app.packs.as_dicts()) if app.packs is not None else (),
         attach_packs=attach_packs,
@@ -323,7 +405,9 @@ def command_serve(settings: Settings) -> int:
     for line in startup_banner(settings):
         print(line, flush=True)
     try:
-        web.run_app(create_app(services), host=settings.listen, port=settings.port, print=None, access_log=None)
+        web.run_app(
+            create_app(services), host=settings.listen, port=settings.port, print=None, access_log=None
+        )
     finally:
         queue.close()
     return 0
@@ -331,8 +415,10 @@ def command_serve(settings: Settings) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     settings = settings_from_args(args)
     command = args.command or "serve"
     if command == "run":

@@ -121,19 +121,25 @@ def main() -> None:
     for name, build in (("chain", chain_graph), ("wide", wide_graph)):
         prompt, leaf = build(args.nodes)
         rows.append((name, len(prompt), measure(prompt, leaf, args.repeats)))
-    header = "| graph | nodes | cold µs/node | cached µs/node | one-leaf-changed µs/node | validation µs/node |"
+    header = (
+        "| graph | nodes | cold µs/node | cached µs/node | one-leaf-changed µs/node | validation µs/node |"
+    )
     lines = [header, "|---|---|---|---|---|---|"]
     for name, count, r in rows:
-        lines.append(f"| {name} | {count} | {r['cold']:.1f} | {r['cached']:.1f} | {r['one leaf changed']:.1f} | "
-                     f"{r['validation']:.1f} |")
+        lines.append(
+            f"| {name} | {count} | {r['cold']:.1f} | {r['cached']:.1f} | {r['one leaf changed']:.1f} | "
+            f"{r['validation']:.1f} |"
+        )
     table = "\n".join(lines)
     print(table)
     print("(targets: < 50 µs/node cold, < 5 µs/node cached; cold = validation + execution with empty caches)")
     if args.record:
         machine = f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}"
         with RESULTS.open("a", encoding="utf-8") as out:
-            out.write(f"\n## Executor overhead — {date.today().isoformat()} — 2-core CPU sandbox ({machine})\n\n"
-                      f"`python benchmarks/executor.py --record`\n\n{table}\n")
+            out.write(
+                f"\n## Executor overhead — {date.today().isoformat()} — 2-core CPU sandbox ({machine})\n\n"
+                f"`python benchmarks/executor.py --record`\n\n{table}\n"
+            )
 
 
 if __name__ == "__main__":

@@ -162,14 +162,26 @@ def section_a_cpu_forward(repeats: int = 7, warmup: int = 2) -> Table:
         # threads that wait on each other when the cores are shared
         torch.set_num_threads(1)
         try:
-            cpu = interleaved_medians({"ours": ours, "theirs": theirs}, repeats, warmup, clock=time.thread_time)
+            cpu = interleaved_medians(
+                {"ours": ours, "theirs": theirs}, repeats, warmup, clock=time.thread_time
+            )
         finally:
             torch.set_num_threads(threads)
     rows = (
-        ("fluxloom Flux", f"{wall['ours'] * 1e3:.0f}", f"{wall['ours'] / wall['theirs']:.2f}",
-         f"{cpu['ours'] * 1e3:.0f}", f"{cpu['ours'] / cpu['theirs']:.2f}"),
-        ("diffusers FluxTransformer2DModel", f"{wall['theirs'] * 1e3:.0f}", "1.00", f"{cpu['theirs'] * 1e3:.0f}",
-         "1.00"),
+        (
+            "fluxloom Flux",
+            f"{wall['ours'] * 1e3:.0f}",
+            f"{wall['ours'] / wall['theirs']:.2f}",
+            f"{cpu['ours'] * 1e3:.0f}",
+            f"{cpu['ours'] / cpu['theirs']:.2f}",
+        ),
+        (
+            "diffusers FluxTransformer2DModel",
+            f"{wall['theirs'] * 1e3:.0f}",
+            "1.00",
+            f"{cpu['theirs'] * 1e3:.0f}",
+            "1.00",
+        ),
     )
     note = (
         f"hidden 256 (2 heads x 128), 2 double + 4 single blocks, 1024 image + 64 text tokens, fp32, "
@@ -268,8 +280,12 @@ def _load_in_child(path: Path, weight_dtype: str) -> dict:
 
     _evict(path)
     repo = str(Path(__file__).resolve().parent.parent)
-    out = subprocess.run([sys.executable, "-c", _LOAD_CHILD, repo, str(path), weight_dtype], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _LOAD_CHILD, repo, str(path), weight_dtype],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -292,14 +308,20 @@ def section_b_load(repeats: int = 1, hidden: int = 3072, depth: int = 1, single:
     with torch.device("meta"):
         model = Flux(params)
     g = torch.Generator().manual_seed(0)
-    state = {k: (torch.randn(v.shape, generator=g) * 0.02).to(torch.bfloat16) for k, v in model.state_dict().items()}
+    state = {
+        k: (torch.randn(v.shape, generator=g) * 0.02).to(torch.bfloat16)
+        for k, v in model.state_dict().items()
+    }
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="fluxloom-load-bench-"))
     try:
         bfl = tmp / "flux-bench.safetensors"
         save_file(state, str(bfl))
         size = bfl.stat().st_size
-        cases = [("BFL file, as stored (mmap)", bfl, "default"), ("BFL file -> fp8_e4m3fn", bfl, "fp8_e4m3fn")]
+        cases = [
+            ("BFL file, as stored (mmap)", bfl, "default"),
+            ("BFL file -> fp8_e4m3fn", bfl, "fp8_e4m3fn"),
+        ]
         for label, path, dtype in cases:
             runs = [_load_in_child(path, dtype) for _ in range(repeats)]
             rows.append(_load_row(label, size, runs))
@@ -312,21 +334,37 @@ def section_b_load(repeats: int = 1, hidden: int = 3072, depth: int = 1, single:
         rows.append(_load_row("diffusers folder (2 shards, converted)", dsize, runs))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    note = (f"FluxParams hidden {hidden}, {depth} double + {single} single blocks, bf16 random weights; "
-            f"cold page cache (posix_fadvise DONTNEED); median of {repeats} fresh process(es); 'load' is the "
-            f"loader call, '+ touch' adds reading one byte of every 4 KiB page of the weights")
-    return Table("(b) checkpoint loading: peak RSS and time",
-                 ("case", "file GB", "stored GB", "load s", "load + touch s", "peak RSS GB", "peak / file"),
-                 tuple(rows), note)
+    note = (
+        f"FluxParams hidden {hidden}, {depth} double + {single} single blocks, bf16 random weights; "
+        f"cold page cache (posix_fadvise DONTNEED); median of {repeats} fresh process(es); 'load' is the "
+        f"loader call, '+ touch' adds reading one byte of every 4 KiB page of the weights"
+    )
+    return Table(
+        "(b) checkpoint loading: peak RSS and time",
+        ("case", "file GB", "stored GB", "load s", "load + touch s", "peak RSS GB", "peak / file"),
+        tuple(rows),
+        note,
+    )
 
 
 def _load_row(label: str, size: int, runs: list[dict]) -> tuple[str, ...]:
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-    return (label, f"{size / 1e9:.2f}", f"{med['stored'] / 1e9:.2f}", f"{med['load_s']:.2f}",
-            f"{med['touch_s']:.2f}", f"{med['peak'] / 1e9:.2f}", f"{med['peak'] / size:.2f}")
+    return (
+        label,
+        f"{size / 1e9:.2f}",
+        f"{med['stored'] / 1e9:.2f}",
+        f"{med['load_s']:.2f}",
+        f"{med['touch_s']:.2f}",
+        f"{med['peak'] / 1e9:.2f}",
+        f"{med['peak'] / size:.2f}",
+    )
 
 
-SECTIONS: dict[str, Callable[..., Table]] = {"a": section_a_cpu_forward, "b": section_b_load, "c": section_c_gpu_forward}
+SECTIONS: dict[str, Callable[..., Table]] = {
+    "a": section_a_cpu_forward,
+    "b": section_b_load,
+    "c": section_c_gpu_forward,
+}
 
 
 def main() -> None:

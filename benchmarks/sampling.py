@@ -65,13 +65,30 @@ def tiny_models(tokenizer_dir: Path) -> Models:
         tiny_t5,
     )
 
-    params = FluxParams(vec_in_dim=TINY_CLIP.width, context_in_dim=TINY_T5.width, hidden_size=256, num_heads=2,
-                        depth=2, depth_single_blocks=4, axes_dim=default_axes_dim(128))
+    params = FluxParams(
+        vec_in_dim=TINY_CLIP.width,
+        context_in_dim=TINY_T5.width,
+        hidden_size=256,
+        num_heads=2,
+        depth=2,
+        depth_single_blocks=4,
+        axes_dim=default_axes_dim(128),
+    )
     write_tiny_tokenizers(tokenizer_dir)
     clip_tok, t5_tok = load_flux_tokenizers(tokenizer_dir)
-    return Models(tiny_flux(params, seed=0), params, tiny_autoencoder(TINY_AE, seed=1), TINY_AE,
-                  tiny_clip(TINY_CLIP, seed=2), tiny_t5(TINY_T5, seed=3), clip_tok, t5_tok, torch.float32,
-                  torch.device("cpu"), tokenizer_dir)
+    return Models(
+        tiny_flux(params, seed=0),
+        params,
+        tiny_autoencoder(TINY_AE, seed=1),
+        TINY_AE,
+        tiny_clip(TINY_CLIP, seed=2),
+        tiny_t5(TINY_T5, seed=3),
+        clip_tok,
+        t5_tok,
+        torch.float32,
+        torch.device("cpu"),
+        tokenizer_dir,
+    )
 
 
 def full_models(tokenizer_dir: Path) -> Models:
@@ -97,7 +114,9 @@ def full_models(tokenizer_dir: Path) -> Models:
             t5 = build_t5(T5_XXL)
     finally:
         torch.set_default_dtype(previous)
-    return Models(transformer, FLUX_DEV, vae, FLUX_AE, clip, t5, clip_tok, t5_tok, dtype, device, tokenizer_dir)
+    return Models(
+        transformer, FLUX_DEV, vae, FLUX_AE, clip, t5, clip_tok, t5_tok, dtype, device, tokenizer_dir
+    )
 
 
 class ForwardTimer:
@@ -165,23 +184,46 @@ def ours_runner(m: Models, size: int, steps: int, memory: Any = None):
 
     registry = build_registry()
     registry.register(BenchHandle)
-    services = NodeServices(settings=Settings(), memory=memory if memory is not None else MemoryManager(m.device))
-    executor = Executor(registry, cache=OutputCache(max_bytes=1 << 30, sizeof=outputs_bytes), hooks=TorchNodeHooks(),
-                        services=services)
+    services = NodeServices(
+        settings=Settings(), memory=memory if memory is not None else MemoryManager(m.device)
+    )
+    executor = Executor(
+        registry,
+        cache=OutputCache(max_bytes=1 << 30, sizeof=outputs_bytes),
+        hooks=TorchNodeHooks(),
+        services=services,
+    )
 
     def run(seed: int) -> None:
         prompt = {
             "m": {"class_type": "BenchHandle", "inputs": {"name": "model"}},
             "c": {"class_type": "BenchHandle", "inputs": {"name": "clip"}},
             "v": {"class_type": "BenchHandle", "inputs": {"name": "vae"}},
-            "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT.format(seed), "clip": ["c", 0]}},
+            "pos": {
+                "class_type": "CLIPTextEncode",
+                "inputs": {"text": PROMPT.format(seed), "clip": ["c", 0]},
+            },
             "g": {"class_type": "FluxGuidance", "inputs": {"conditioning": ["pos", 0], "guidance": 3.5}},
             "neg": {"class_type": "ConditioningZeroOut", "inputs": {"conditioning": ["pos", 0]}},
-            "e": {"class_type": "EmptySD3LatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
-            "k": {"class_type": "KSampler", "inputs": {
-                "model": ["m", 0], "seed": seed, "steps": steps, "cfg": 1.0, "sampler_name": "euler",
-                "scheduler": "simple", "positive": ["g", 0], "negative": ["neg", 0], "latent_image": ["e", 0],
-                "denoise": 1.0}},
+            "e": {
+                "class_type": "EmptySD3LatentImage",
+                "inputs": {"width": size, "height": size, "batch_size": 1},
+            },
+            "k": {
+                "class_type": "KSampler",
+                "inputs": {
+                    "model": ["m", 0],
+                    "seed": seed,
+                    "steps": steps,
+                    "cfg": 1.0,
+                    "sampler_name": "euler",
+                    "scheduler": "simple",
+                    "positive": ["g", 0],
+                    "negative": ["neg", 0],
+                    "latent_image": ["e", 0],
+                    "denoise": 1.0,
+                },
+            },
             "d": {"class_type": "VAEDecode", "inputs": {"samples": ["k", 0], "vae": ["v", 0]}},
             "out": {"class_type": "PreviewAny", "inputs": {"source": ["d", 0]}},
         }
@@ -205,37 +247,80 @@ def diffusers_runner(m: Models, size: int, steps: int, offload: str | None = Non
     p, a = m.flux_params, m.vae_params
     with torch.device("meta"):
         transformer = FluxTransformer2DModel(
-            patch_size=1, in_channels=p.in_channels, num_layers=p.depth, num_single_layers=p.depth_single_blocks,
-            attention_head_dim=p.head_dim, num_attention_heads=p.num_heads, joint_attention_dim=p.context_in_dim,
-            pooled_projection_dim=p.vec_in_dim, guidance_embeds=p.guidance_embed, axes_dims_rope=p.axes_dim)
+            patch_size=1,
+            in_channels=p.in_channels,
+            num_layers=p.depth,
+            num_single_layers=p.depth_single_blocks,
+            attention_head_dim=p.head_dim,
+            num_attention_heads=p.num_heads,
+            joint_attention_dim=p.context_in_dim,
+            pooled_projection_dim=p.vec_in_dim,
+            guidance_embeds=p.guidance_embed,
+            axes_dims_rope=p.axes_dim,
+        )
         vae = AutoencoderKL(
-            in_channels=3, out_channels=3, latent_channels=a.z_channels,
-            block_out_channels=tuple(a.ch * k for k in a.ch_mult), layers_per_block=a.num_res_blocks,
+            in_channels=3,
+            out_channels=3,
+            latent_channels=a.z_channels,
+            block_out_channels=tuple(a.ch * k for k in a.ch_mult),
+            layers_per_block=a.num_res_blocks,
             down_block_types=("DownEncoderBlock2D",) * len(a.ch_mult),
-            up_block_types=("UpDecoderBlock2D",) * len(a.ch_mult), norm_num_groups=32, use_quant_conv=False,
-            use_post_quant_conv=False, scaling_factor=a.scale_factor, shift_factor=a.shift_factor)
+            up_block_types=("UpDecoderBlock2D",) * len(a.ch_mult),
+            norm_num_groups=32,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+            scaling_factor=a.scale_factor,
+            shift_factor=a.shift_factor,
+        )
     transformer.load_state_dict(bfl_to_diffusers_transformer(m.transformer.state_dict()), assign=True)
     vae.load_state_dict(bfl_to_diffusers_vae(m.vae.state_dict()), assign=True)
-    scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_image_seq_len=256,
-                                                max_image_seq_len=4096, base_shift=0.5, max_shift=1.15)
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        use_dynamic_shifting=True,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
+        base_shift=0.5,
+        max_shift=1.15,
+    )
     # The pipeline pads to the tokenizers' model_max_length, so it gets its own copies with the usual limits.
-    clip_tok = CLIPTokenizer.from_pretrained(str(m.tokenizer_dir / "tokenizers" / "clip_l"), model_max_length=77)
+    clip_tok = CLIPTokenizer.from_pretrained(
+        str(m.tokenizer_dir / "tokenizers" / "clip_l"), model_max_length=77
+    )
     t5_tok = T5Tokenizer.from_pretrained(str(m.tokenizer_dir / "tokenizers" / "t5xxl"), model_max_length=512)
-    pipe = FluxPipeline(scheduler=scheduler, vae=vae.eval(), text_encoder=m.clip, tokenizer=clip_tok,
-                        text_encoder_2=m.t5, tokenizer_2=t5_tok, transformer=transformer.eval())
+    pipe = FluxPipeline(
+        scheduler=scheduler,
+        vae=vae.eval(),
+        text_encoder=m.clip,
+        tokenizer=clip_tok,
+        text_encoder_2=m.t5,
+        tokenizer_2=t5_tok,
+        transformer=transformer.eval(),
+    )
     pipe.set_progress_bar_config(disable=True)
     if offload == "model_cpu_offload":
         pipe.enable_model_cpu_offload()
     elif offload == "group_offload_streams":
-        pipe.enable_group_offload(onload_device=m.device, offload_device=torch.device("cpu"),
-                                  offload_type="block_level", num_blocks_per_group=1, use_stream=True)
+        pipe.enable_group_offload(
+            onload_device=m.device,
+            offload_device=torch.device("cpu"),
+            offload_type="block_level",
+            num_blocks_per_group=1,
+            use_stream=True,
+        )
     elif offload is not None:
         raise ValueError(f"unknown offload mode {offload!r}")
 
     def run(seed: int) -> None:
         with torch.no_grad():
-            pipe(prompt=PROMPT.format(seed), height=size, width=size, num_inference_steps=steps, guidance_scale=3.5,
-                 max_sequence_length=256, generator=torch.Generator("cpu").manual_seed(seed), output_type="pil")
+            pipe(
+                prompt=PROMPT.format(seed),
+                height=size,
+                width=size,
+                num_inference_steps=steps,
+                guidance_scale=3.5,
+                max_sequence_length=256,
+                generator=torch.Generator("cpu").manual_seed(seed),
+                output_type="pil",
+            )
 
     return run
 
@@ -249,8 +334,11 @@ def component_types() -> dict[str, tuple[type, ...]]:
     from models.flux.autoencoder import Decoder
     from models.flux.model import Flux
 
-    return {"transformer": (Flux, FluxTransformer2DModel), "vae": (Decoder, DiffusersDecoder),
-            "text": (CLIPTextModel, T5EncoderModel)}
+    return {
+        "transformer": (Flux, FluxTransformer2DModel),
+        "vae": (Decoder, DiffusersDecoder),
+        "text": (CLIPTextModel, T5EncoderModel),
+    }
 
 
 def measure(models: Models, size: int, steps: int, repeats: int) -> dict[str, dict[str, float]]:
@@ -277,9 +365,12 @@ def measure(models: Models, size: int, steps: int, repeats: int) -> dict[str, di
     for name, rows in samples.items():
         best = min(rows, key=lambda r: r["total"])
         out[name] = {
-            "median_s": statistics.median(r["total"] for r in rows), "min_s": best["total"],
-            "per_step_s": best["transformer"] / steps, "outside": 1 - best["transformer"] / best["total"],
-            "vae": best["vae"] / best["total"], "text": best["text"] / best["total"],
+            "median_s": statistics.median(r["total"] for r in rows),
+            "min_s": best["total"],
+            "per_step_s": best["transformer"] / steps,
+            "outside": 1 - best["transformer"] / best["total"],
+            "vae": best["vae"] / best["total"],
+            "text": best["text"] / best["total"],
             "rest": (best["total"] - best["transformer"] - best["vae"] - best["text"]) / best["total"],
         }
     return out
@@ -287,14 +378,23 @@ def measure(models: Models, size: int, steps: int, repeats: int) -> dict[str, di
 
 def table(results: dict[str, dict[str, float]], title: str) -> str:
     ours, theirs = results["ours"], results["diffusers"]
-    lines = [title, "", "| pipeline | s/image (median) | s/image (best) | transformer s/step | outside transformer "
-             "| VAE decode | text encoders | everything else |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        title,
+        "",
+        "| pipeline | s/image (median) | s/image (best) | transformer s/step | outside transformer "
+        "| VAE decode | text encoders | everything else |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['median_s']:.3f} | {r['min_s']:.3f} | {r['per_step_s']:.3f} | "
-                     f"{100 * r['outside']:.1f}% | {100 * r['vae']:.1f}% | {100 * r['text']:.1f}% | "
-                     f"{100 * r['rest']:.1f}% |")
-    lines.append(f"| ratio ours/diffusers | {ours['median_s'] / theirs['median_s']:.3f} | "
-                 f"{ours['min_s'] / theirs['min_s']:.3f} | {ours['per_step_s'] / theirs['per_step_s']:.3f} | | | | |")
+        lines.append(
+            f"| {name} | {r['median_s']:.3f} | {r['min_s']:.3f} | {r['per_step_s']:.3f} | "
+            f"{100 * r['outside']:.1f}% | {100 * r['vae']:.1f}% | {100 * r['text']:.1f}% | "
+            f"{100 * r['rest']:.1f}% |"
+        )
+    lines.append(
+        f"| ratio ours/diffusers | {ours['median_s'] / theirs['median_s']:.3f} | "
+        f"{ours['min_s'] / theirs['min_s']:.3f} | {ours['per_step_s'] / theirs['per_step_s']:.3f} | | | | |"
+    )
     return "\n".join(lines)
 
 
@@ -314,16 +414,20 @@ def main(argv: list[str] | None = None) -> int:
             title = f"full-size FLUX.1-dev random bf16, {size}x{size}, {steps} steps, {torch.cuda.get_device_name()}"
         else:
             models, size, steps = tiny_models(Path(tmp)), 512, 8
-            title = (f"hidden 256, 2+4 blocks, tiny CLIP/T5/VAE, {size}x{size} ({size // 8}x{size // 8} latent), "
-                     f"{steps} steps, float32 CPU ({torch.get_num_threads()} threads)")
+            title = (
+                f"hidden 256, 2+4 blocks, tiny CLIP/T5/VAE, {size}x{size} ({size // 8}x{size // 8} latent), "
+                f"{steps} steps, float32 CPU ({torch.get_num_threads()} threads)"
+            )
         results = measure(models, size, steps, args.repeats)
     text = table(results, title)
     print(text)
     if args.record:
         machine = "GPU machine" if args.full else "2-core CPU sandbox"
-        header = (f"\n## Sampling: txt2img ours vs diffusers FluxPipeline — 2026-11-22 — {machine} "
-                  f"({platform.machine()}, torch {torch.__version__})\n\n`python benchmarks/sampling.py"
-                  f"{' --full' if args.full else ''} --repeats {args.repeats} --record`\n\n")
+        header = (
+            f"\n## Sampling: txt2img ours vs diffusers FluxPipeline — 2026-11-22 — {machine} "
+            f"({platform.machine()}, torch {torch.__version__})\n\n`python benchmarks/sampling.py"
+            f"{' --full' if args.full else ''} --repeats {args.repeats} --record`\n\n"
+        )
         with RESULTS.open("a", encoding="utf-8") as f:
             f.write(header + text + "\n")
     return 0

@@ -56,7 +56,6 @@ def still_valid(validated: ValidatedPrompt, registry: NodeRegistry, *, services:
     )
 
 
-
 def _cycle_errors(involved: Iterable[str], nodes: Mapping[str, PromptNode]) -> dict[str, dict[str, Any]]:
     """One `dependency_cycle` error per cycle, on its first member, naming the members once."""
     out: dict[str, dict[str, Any]] = {}

@@ -279,4 +279,3 @@ def check_node_inputs(
                     error("custom_validation_failed", "Custom validation failed for node", str(result))
                 )
     return errors
-

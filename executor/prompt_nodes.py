@@ -55,7 +55,6 @@ class PromptNode:
         return self.link_items
 
 
-
 def error(kind: str, message: str, details: str = "", **extra_info: Any) -> dict[str, Any]:
     return {"type": kind, "message": message, "details": details, "extra_info": extra_info}
 
@@ -131,4 +130,3 @@ def parse_prompt(prompt: Any) -> dict[str, PromptNode]:
             problems,
         )
     return nodes
-

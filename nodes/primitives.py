@@ -13,7 +13,10 @@ _INT_LIMIT = 0x7FFFFFFFFFFFFFFF
 
 class PrimitiveInt(Node):
     schema = Schema(
-        "PrimitiveInt", display_name="Int", category="utils/primitive", outputs=(INT,),
+        "PrimitiveInt",
+        display_name="Int",
+        category="utils/primitive",
+        outputs=(INT,),
         inputs=(Int("value", 0, min=-_INT_LIMIT, max=_INT_LIMIT, control_after_generate=True),),
     )
 
@@ -24,7 +27,10 @@ class PrimitiveInt(Node):
 
 class PrimitiveFloat(Node):
     schema = Schema(
-        "PrimitiveFloat", display_name="Float", category="utils/primitive", outputs=(FLOAT,),
+        "PrimitiveFloat",
+        display_name="Float",
+        category="utils/primitive",
+        outputs=(FLOAT,),
         inputs=(Float("value", 0.0, min=-_INT_LIMIT, max=_INT_LIMIT, step=0.1),),
     )
 
@@ -35,7 +41,10 @@ class PrimitiveFloat(Node):
 
 class PrimitiveString(Node):
     schema = Schema(
-        "PrimitiveString", display_name="String", category="utils/primitive", outputs=(STRING,),
+        "PrimitiveString",
+        display_name="String",
+        category="utils/primitive",
+        outputs=(STRING,),
         inputs=(String("value"),),
     )
 
@@ -46,8 +55,11 @@ class PrimitiveString(Node):
 
 class PrimitiveStringMultiline(Node):
     schema = Schema(
-        "PrimitiveStringMultiline", display_name="String (Multiline)", category="utils/primitive",
-        outputs=(STRING,), inputs=(String("value", multiline=True),),
+        "PrimitiveStringMultiline",
+        display_name="String (Multiline)",
+        category="utils/primitive",
+        outputs=(STRING,),
+        inputs=(String("value", multiline=True),),
     )
 
     @classmethod
@@ -57,7 +69,10 @@ class PrimitiveStringMultiline(Node):
 
 class PrimitiveBoolean(Node):
     schema = Schema(
-        "PrimitiveBoolean", display_name="Boolean", category="utils/primitive", outputs=(BOOLEAN,),
+        "PrimitiveBoolean",
+        display_name="Boolean",
+        category="utils/primitive",
+        outputs=(BOOLEAN,),
         inputs=(Boolean("value"),),
     )
 
@@ -68,7 +83,10 @@ class PrimitiveBoolean(Node):
 
 class StringConcatenate(Node):
     schema = Schema(
-        "StringConcatenate", display_name="Concatenate", category="utils/string", outputs=(STRING,),
+        "StringConcatenate",
+        display_name="Concatenate",
+        category="utils/string",
+        outputs=(STRING,),
         inputs=(String("string_a", multiline=True), String("string_b", multiline=True), String("delimiter")),
     )
 
@@ -91,7 +109,11 @@ def preview_text(value: Any) -> str:
 
 class PreviewAny(Node):
     schema = Schema(
-        "PreviewAny", display_name="Preview Any", category="utils", outputs=(), is_output_node=True,
+        "PreviewAny",
+        display_name="Preview Any",
+        category="utils",
+        outputs=(),
+        is_output_node=True,
         inputs=(Typed("source", ANY),),
     )
 
@@ -100,5 +122,12 @@ class PreviewAny(Node):
         return NodeOutput.of(ui={"text": [preview_text(source)]})
 
 
-NODES = (PrimitiveInt, PrimitiveFloat, PrimitiveString, PrimitiveStringMultiline, PrimitiveBoolean,
-         StringConcatenate, PreviewAny)
+NODES = (
+    PrimitiveInt,
+    PrimitiveFloat,
+    PrimitiveString,
+    PrimitiveStringMultiline,
+    PrimitiveBoolean,
+    StringConcatenate,
+    PreviewAny,
+)

@@ -40,8 +40,9 @@ class Add(Node):
 
 
 class Scale(Node):
-    schema = Schema("Scale", inputs=(Typed("x", "INT"), Float("factor", 1.0, min=0.0, max=10.0)),
-                    outputs=("FLOAT",))
+    schema = Schema(
+        "Scale", inputs=(Typed("x", "INT"), Float("factor", 1.0, min=0.0, max=10.0)), outputs=("FLOAT",)
+    )
 
     @classmethod
     def execute(cls, x: int, factor: float) -> tuple[float]:
@@ -65,8 +66,9 @@ class Show(Node):
 
 
 class Text(Node):
-    schema = Schema("Text", inputs=(String("text", "hi"), Typed("suffix", "STRING", optional=True)),
-                    outputs=("STRING",))
+    schema = Schema(
+        "Text", inputs=(String("text", "hi"), Typed("suffix", "STRING", optional=True)), outputs=("STRING",)
+    )
 
     @classmethod
     def execute(cls, text: str, suffix: str = "") -> tuple[str]:
@@ -84,8 +86,11 @@ class Fail(Node):
 class Switch(Node):
     """Lazy: only the chosen branch is evaluated."""
 
-    schema = Schema("Switch", outputs=("INT",), inputs=(
-        Boolean("use_a", True), Typed("a", "INT", lazy=True), Typed("b", "INT", lazy=True)))
+    schema = Schema(
+        "Switch",
+        outputs=("INT",),
+        inputs=(Boolean("use_a", True), Typed("a", "INT", lazy=True), Typed("b", "INT", lazy=True)),
+    )
 
     @classmethod
     def check_lazy_status(cls, use_a: bool, a: Any = None, b: Any = None) -> list[str]:
@@ -97,7 +102,9 @@ class Switch(Node):
 
 
 class Range(Node):
-    schema = Schema("Range", inputs=(Int("count", 3, min=0, max=100),), outputs=(Output("INT", is_list=True),))
+    schema = Schema(
+        "Range", inputs=(Int("count", 3, min=0, max=100),), outputs=(Output("INT", is_list=True),)
+    )
 
     @classmethod
     def execute(cls, count: int) -> tuple[list[int]]:
@@ -119,8 +126,10 @@ class Double(Node):
 
     @classmethod
     def execute(cls, x: int) -> NodeOutput:
-        graph = {"n": {"class_type": "Number", "inputs": {"value": x}},
-                 "sum": {"class_type": "Add", "inputs": {"a": ["n", 0], "b": ["n", 0]}}}
+        graph = {
+            "n": {"class_type": "Number", "inputs": {"value": x}},
+            "sum": {"class_type": "Add", "inputs": {"a": ["n", 0], "b": ["n", 0]}},
+        }
         return NodeOutput((["sum", 0],), expand=graph)
 
 
@@ -183,8 +192,24 @@ class Slow(Node):
         return (x,)
 
 
-FAKE_NODES = (Number, Add, Scale, Pick, Show, Text, Fail, Switch, Range, Sum, Double, Always, Unique,
-              WhoAmI, Even, Slow)
+FAKE_NODES = (
+    Number,
+    Add,
+    Scale,
+    Pick,
+    Show,
+    Text,
+    Fail,
+    Switch,
+    Range,
+    Sum,
+    Double,
+    Always,
+    Unique,
+    WhoAmI,
+    Even,
+    Slow,
+)
 
 
 def fake_registry() -> NodeRegistry:

@@ -17,13 +17,18 @@ def write(path: Path, text: str) -> None:
 
 
 def make_packs(root: Path) -> None:
-    write(root / "shout_pack" / "__init__.py", """
+    write(
+        root / "shout_pack" / "__init__.py",
+        """
         from .nodes import Shout
         NODE_CLASS_MAPPINGS = {"Shout": Shout}
         NODE_DISPLAY_NAME_MAPPINGS = {"Shout": "Shout!"}
         WEB_DIRECTORY = "./js"
-    """)
-    write(root / "shout_pack" / "nodes.py", """
+    """,
+    )
+    write(
+        root / "shout_pack" / "nodes.py",
+        """
         class Shout:
             @classmethod
             def INPUT_TYPES(cls):
@@ -34,10 +39,13 @@ def make_packs(root: Path) -> None:
             CATEGORY = "fun"
             def go(self, text):
                 return {"ui": {"text": [text.upper()]}, "result": (text.upper(),)}
-    """)
+    """,
+    )
     write(root / "shout_pack" / "js" / "shout.js", "console.log('shout');\n")
     write(root / "broken_pack" / "__init__.py", "import a_module_that_does_not_exist\n")
-    write(root / "single_file.py", """
+    write(
+        root / "single_file.py",
+        """
         class Twice:
             @classmethod
             def INPUT_TYPES(cls):
@@ -49,8 +57,11 @@ def make_packs(root: Path) -> None:
         class Broken:
             RETURN_TYPES = ("INT",)
         NODE_CLASS_MAPPINGS = {"Twice": Twice, "BrokenNode": Broken}
-    """)
-    write(root / "v3_pack" / "__init__.py", """
+    """,
+    )
+    write(
+        root / "v3_pack" / "__init__.py",
+        """
         class _Schema:
             def __init__(self, **kw):
                 self.__dict__.update(kw)
@@ -71,7 +82,8 @@ def make_packs(root: Path) -> None:
                 return [Answer]
         async def comfy_entrypoint():
             return _Extension()
-    """)
+    """,
+    )
     write(root / "disabled_pack.disabled" / "__init__.py", "raise SystemExit('must not be imported')\n")
 
 
@@ -84,9 +96,14 @@ def test_packs_load_in_isolation_and_run(tmp_path, caplog):
     assert "ModuleNotFoundError" in by_name["broken_pack"].error and "broken_pack" in caplog.text
     assert by_name["single_file"].nodes == ("Twice",)  # the broken node is skipped, its pack is not
     assert "BrokenNode" in caplog.text
-    assert report.web_directories == {"shout_pack": (tmp_path / "custom_nodes" / "shout_pack" / "js").resolve()}
+    assert report.web_directories == {
+        "shout_pack": (tmp_path / "custom_nodes" / "shout_pack" / "js").resolve()
+    }
     info = object_info(registry)
-    assert info["Shout"]["display_name"] == "Shout!" and info["Shout"]["python_module"] == "custom_nodes.shout_pack"
+    assert (
+        info["Shout"]["display_name"] == "Shout!"
+        and info["Shout"]["python_module"] == "custom_nodes.shout_pack"
+    )
     assert info["Answer"]["category"] == "v3"
     prompt = {"1": {"class_type": "Shout", "inputs": {"text": "flux"}}}
     assert Executor(registry).run_prompt(prompt, prompt_id="x").outputs == {"1": {"text": ["FLUX"]}}

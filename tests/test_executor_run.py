@@ -22,12 +22,14 @@ def executor():
 
 
 def chain_prompt(a: int = 1, b: int = 2, factor: float = 2.0) -> dict:
-    return {"1": {"class_type": "Number", "inputs": {"value": a}},
-            "2": {"class_type": "Number", "inputs": {"value": b}},
-            "3": {"class_type": "Add", "inputs": {"a": ["1", 0], "b": ["2", 0]}},
-            "4": {"class_type": "Scale", "inputs": {"x": ["3", 0], "factor": factor}},
-            "5": {"class_type": "Show", "inputs": {"value": ["4", 0]}},
-            "6": {"class_type": "Number", "inputs": {"value": 9}}}  # not needed by any output
+    return {
+        "1": {"class_type": "Number", "inputs": {"value": a}},
+        "2": {"class_type": "Number", "inputs": {"value": b}},
+        "3": {"class_type": "Add", "inputs": {"a": ["1", 0], "b": ["2", 0]}},
+        "4": {"class_type": "Scale", "inputs": {"x": ["3", 0], "factor": factor}},
+        "5": {"class_type": "Show", "inputs": {"value": ["4", 0]}},
+        "6": {"class_type": "Number", "inputs": {"value": 9}},
+    }  # not needed by any output
 
 
 def test_runs_in_dependency_order_and_reports_ui(executor):
@@ -38,7 +40,9 @@ def test_runs_in_dependency_order_and_reports_ui(executor):
     order = [e.node_id for e in sink.of_kind("executing")]
     assert order.index("3") > max(order.index("1"), order.index("2")) and order[-1] == "5"
     kinds = [e.kind for e in sink.events]
-    assert kinds[0] == "execution_start" and kinds[1] == "execution_cached" and kinds[-1] == "execution_success"
+    assert (
+        kinds[0] == "execution_start" and kinds[1] == "execution_cached" and kinds[-1] == "execution_success"
+    )
     assert sink.of_kind("executed")[0].output == {"text": ["6.0"]}
 
 
@@ -57,39 +61,50 @@ def test_only_the_changed_widget_and_its_dependents_rerun(executor):
 
 
 def test_identical_nodes_share_outputs_unless_not_idempotent(executor):
-    prompt = {"1": {"class_type": "Number", "inputs": {"value": 4}},
-              "2": {"class_type": "Number", "inputs": {"value": 4}},
-              "3": {"class_type": "Add", "inputs": {"a": ["1", 0], "b": ["2", 0]}},
-              "4": {"class_type": "Show", "inputs": {"value": ["3", 0]}}}
+    prompt = {
+        "1": {"class_type": "Number", "inputs": {"value": 4}},
+        "2": {"class_type": "Number", "inputs": {"value": 4}},
+        "3": {"class_type": "Add", "inputs": {"a": ["1", 0], "b": ["2", 0]}},
+        "4": {"class_type": "Show", "inputs": {"value": ["3", 0]}},
+    }
     result = executor.run_prompt(prompt, prompt_id="a")
     assert len([n for n in result.ran if n in ("1", "2")]) == 1  # same signature: second is a cache hit
-    unique = {"1": {"class_type": "Unique", "inputs": {"value": 4}},
-              "2": {"class_type": "Unique", "inputs": {"value": 4}},
-              "3": {"class_type": "Add", "inputs": {"a": ["1", 0], "b": ["2", 0]}},
-              "4": {"class_type": "Show", "inputs": {"value": ["3", 0]}}}
+    unique = {
+        "1": {"class_type": "Unique", "inputs": {"value": 4}},
+        "2": {"class_type": "Unique", "inputs": {"value": 4}},
+        "3": {"class_type": "Add", "inputs": {"a": ["1", 0], "b": ["2", 0]}},
+        "4": {"class_type": "Show", "inputs": {"value": ["3", 0]}},
+    }
     result = executor.run_prompt(unique, prompt_id="b")
     assert {"1", "2"} <= set(result.ran)
     assert executor.run_prompt(unique, prompt_id="c").ran == []  # still cached across prompts
 
 
 def test_nan_fingerprint_always_reruns(executor):
-    prompt = {"1": {"class_type": "Always", "inputs": {"value": 1}},
-              "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}}}
+    prompt = {
+        "1": {"class_type": "Always", "inputs": {"value": 1}},
+        "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}},
+    }
     executor.run_prompt(prompt, prompt_id="a")
     assert sorted(executor.run_prompt(prompt, prompt_id="b").ran) == ["1", "2"]
 
 
 def test_hidden_unique_id(executor):
-    prompt = {"7": {"class_type": "WhoAmI", "inputs": {}}, "8": {"class_type": "Show", "inputs": {"value": ["7", 0]}}}
+    prompt = {
+        "7": {"class_type": "WhoAmI", "inputs": {}},
+        "8": {"class_type": "Show", "inputs": {"value": ["7", 0]}},
+    }
     assert executor.run_prompt(prompt, prompt_id="a").outputs["8"] == {"text": ["'7'"]}
 
 
 def test_lazy_inputs_evaluate_only_the_needed_branch(executor):
     def prompt(use_a: bool) -> dict:
-        return {"1": {"class_type": "Number", "inputs": {"value": 10}},
-                "2": {"class_type": "Number", "inputs": {"value": 20}},
-                "3": {"class_type": "Switch", "inputs": {"use_a": use_a, "a": ["1", 0], "b": ["2", 0]}},
-                "4": {"class_type": "Show", "inputs": {"value": ["3", 0]}}}
+        return {
+            "1": {"class_type": "Number", "inputs": {"value": 10}},
+            "2": {"class_type": "Number", "inputs": {"value": 20}},
+            "3": {"class_type": "Switch", "inputs": {"use_a": use_a, "a": ["1", 0], "b": ["2", 0]}},
+            "4": {"class_type": "Show", "inputs": {"value": ["3", 0]}},
+        }
 
     result = executor.run_prompt(prompt(True), prompt_id="a")
     assert result.outputs["4"] == {"text": ["10"]} and "2" not in result.ran and "1" in result.ran
@@ -98,29 +113,35 @@ def test_lazy_inputs_evaluate_only_the_needed_branch(executor):
 
 
 def test_list_outputs_map_downstream_nodes_and_input_lists_collect(executor):
-    prompt = {"1": {"class_type": "Range", "inputs": {"count": 4}},
-              "2": {"class_type": "Scale", "inputs": {"x": ["1", 0], "factor": 2.0}},
-              "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}},
-              "4": {"class_type": "Sum", "inputs": {"values": ["1", 0]}},
-              "5": {"class_type": "Show", "inputs": {"value": ["4", 0]}}}
+    prompt = {
+        "1": {"class_type": "Range", "inputs": {"count": 4}},
+        "2": {"class_type": "Scale", "inputs": {"x": ["1", 0], "factor": 2.0}},
+        "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}},
+        "4": {"class_type": "Sum", "inputs": {"values": ["1", 0]}},
+        "5": {"class_type": "Show", "inputs": {"value": ["4", 0]}},
+    }
     result = executor.run_prompt(prompt, prompt_id="a")
     assert result.outputs["3"] == {"text": ["0.0", "2.0", "4.0", "6.0"]}  # one call per element, UI merged
     assert result.outputs["5"] == {"text": ["6"]}  # INPUT_IS_LIST: one call with the whole list
 
 
 def test_shorter_lists_repeat_their_last_element(executor):
-    prompt = {"1": {"class_type": "Range", "inputs": {"count": 3}},
-              "2": {"class_type": "Range", "inputs": {"count": 1}},
-              "3": {"class_type": "Add", "inputs": {"a": ["1", 0], "b": ["2", 0]}},
-              "4": {"class_type": "Show", "inputs": {"value": ["3", 0]}}}
+    prompt = {
+        "1": {"class_type": "Range", "inputs": {"count": 3}},
+        "2": {"class_type": "Range", "inputs": {"count": 1}},
+        "3": {"class_type": "Add", "inputs": {"a": ["1", 0], "b": ["2", 0]}},
+        "4": {"class_type": "Show", "inputs": {"value": ["3", 0]}},
+    }
     assert executor.run_prompt(prompt, prompt_id="a").outputs["4"] == {"text": ["0", "1", "2"]}
 
 
 def test_node_expansion_runs_the_returned_graph(executor):
     sink = ev.ListSink()
-    prompt = {"1": {"class_type": "Number", "inputs": {"value": 21}},
-              "2": {"class_type": "Double", "inputs": {"x": ["1", 0]}},
-              "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}}}
+    prompt = {
+        "1": {"class_type": "Number", "inputs": {"value": 21}},
+        "2": {"class_type": "Double", "inputs": {"x": ["1", 0]}},
+        "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}},
+    }
     result = executor.run_prompt(prompt, prompt_id="a", sink=sink)
     assert result.outputs["3"] == {"text": ["42"]}
     expanded = [e for e in sink.of_kind("executing") if e.node_id.startswith("2.")]
@@ -131,9 +152,11 @@ def test_node_expansion_runs_the_returned_graph(executor):
 
 def test_node_exception_fails_the_prompt_and_the_next_prompt_works(executor):
     sink = ev.ListSink()
-    bad = {"1": {"class_type": "Number", "inputs": {"value": 3}},
-           "2": {"class_type": "Fail", "inputs": {"x": ["1", 0]}},
-           "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}}}
+    bad = {
+        "1": {"class_type": "Number", "inputs": {"value": 3}},
+        "2": {"class_type": "Fail", "inputs": {"x": ["1", 0]}},
+        "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}},
+    }
     with pytest.raises(NodeExecutionError) as info:
         executor.run_prompt(bad, prompt_id="bad", sink=sink)
     assert (info.value.node_id, info.value.class_type) == ("2", "Fail")
@@ -148,9 +171,11 @@ def test_node_exception_fails_the_prompt_and_the_next_prompt_works(executor):
 def test_interrupt_mid_prompt_then_run_again():
     executor = Executor(fake_registry())
     token, sink = CancelToken(), ev.ListSink()
-    prompt = {"1": {"class_type": "Number", "inputs": {"value": 1}},
-              "2": {"class_type": "Slow", "inputs": {"x": ["1", 0], "steps": 3}},
-              "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}}}
+    prompt = {
+        "1": {"class_type": "Number", "inputs": {"value": 1}},
+        "2": {"class_type": "Slow", "inputs": {"x": ["1", 0], "steps": 3}},
+        "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}},
+    }
     Slow.started.clear()
     Slow.release.clear()
     outcome: list[BaseException] = []
@@ -254,15 +279,21 @@ def test_hooks_that_name_services_get_the_executors_services():
     registry.register_v1("V1AnyKwargs", V1AnyKwargs)
     services = {"stamps": {"a.txt": 1}}
     executor = Executor(registry, services=services)
-    prompt = {"1": {"class_type": "FileStamp", "inputs": {"name": "a.txt"}},
-              "2": {"class_type": "V1AnyKwargs", "inputs": {"value": 3}},
-              "3": {"class_type": "Show", "inputs": {"value": ["1", 0]}},
-              "4": {"class_type": "Show", "inputs": {"value": ["2", 0]}}}
+    prompt = {
+        "1": {"class_type": "FileStamp", "inputs": {"name": "a.txt"}},
+        "2": {"class_type": "V1AnyKwargs", "inputs": {"value": 3}},
+        "3": {"class_type": "Show", "inputs": {"value": ["1", 0]}},
+        "4": {"class_type": "Show", "inputs": {"value": ["2", 0]}},
+    }
     assert sorted(executor.run_prompt(prompt, prompt_id="a").ran) == ["1", "2", "3", "4"]
     assert executor.run_prompt(prompt, prompt_id="b").ran == []  # same stamp: cached
     services["stamps"]["a.txt"] = 2
     assert sorted(executor.run_prompt(prompt, prompt_id="c").ran) == ["1", "3"]
     assert V1AnyKwargs.seen and all(seen == {"value": 3} for seen in V1AnyKwargs.seen)
     with pytest.raises(PromptValidationError, match="no stamp for 'b.txt'"):
-        executor.validate({"1": {"class_type": "FileStamp", "inputs": {"name": "b.txt"}},
-                           "3": {"class_type": "Show", "inputs": {"value": ["1", 0]}}})
+        executor.validate(
+            {
+                "1": {"class_type": "FileStamp", "inputs": {"name": "b.txt"}},
+                "3": {"class_type": "Show", "inputs": {"value": ["1", 0]}},
+            }
+        )

@@ -26,18 +26,25 @@ def kinds(response: dict, node_id: str) -> list[str]:
 
 
 def test_valid_prompt_coerces_literals_and_selects_outputs(registry):
-    prompt = {"1": {"class_type": "Number", "inputs": {"value": "7"}},
-              "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}},
-              "3": {"class_type": "Number", "inputs": {"value": 3}}}
+    prompt = {
+        "1": {"class_type": "Number", "inputs": {"value": "7"}},
+        "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}},
+        "3": {"class_type": "Number", "inputs": {"value": 3}},
+    }
     validated = validate_prompt(prompt, registry)
     assert validated.outputs == ("2",)
     assert validated.nodes["1"].inputs["value"] == 7 and validated.node_errors == {}
 
 
 def test_unknown_class_type_names_every_missing_type(registry):
-    response = errors_of(registry, {"1": {"class_type": "Nope", "inputs": {}},
-                                    "2": {"class_type": "AlsoNope", "inputs": {}},
-                                    "3": {"class_type": "Show", "inputs": {"value": 1}}})
+    response = errors_of(
+        registry,
+        {
+            "1": {"class_type": "Nope", "inputs": {}},
+            "2": {"class_type": "AlsoNope", "inputs": {}},
+            "3": {"class_type": "Show", "inputs": {"value": 1}},
+        },
+    )
     assert response["error"]["type"] == "missing_node_type"
     assert "Nope" in response["error"]["message"] and "AlsoNope" in response["error"]["message"]
     assert set(response["node_errors"]) == {"1", "2"}
@@ -79,11 +86,13 @@ def test_all_input_errors_are_collected_at_once(registry):
 
 
 def test_bad_links(registry):
-    prompt = {"1": {"class_type": "Number", "inputs": {"value": 1}},
-              "2": {"class_type": "Add", "inputs": {"a": ["99", 0], "b": ["1", 3]}},
-              "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}},
-              "4": {"class_type": "Scale", "inputs": {"x": ["1", 0, 7], "factor": 1.0}},
-              "5": {"class_type": "Show", "inputs": {"value": ["4", 0]}}}
+    prompt = {
+        "1": {"class_type": "Number", "inputs": {"value": 1}},
+        "2": {"class_type": "Add", "inputs": {"a": ["99", 0], "b": ["1", 3]}},
+        "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}},
+        "4": {"class_type": "Scale", "inputs": {"x": ["1", 0, 7], "factor": 1.0}},
+        "5": {"class_type": "Show", "inputs": {"value": ["4", 0]}},
+    }
     response = errors_of(registry, prompt)
     errs = response["node_errors"]["2"]["errors"]
     assert [e["type"] for e in errs] == ["bad_linked_input", "bad_linked_input"]
@@ -92,9 +101,11 @@ def test_bad_links(registry):
 
 
 def test_type_mismatch_on_link(registry):
-    prompt = {"1": {"class_type": "Text", "inputs": {"text": "a"}},
-              "2": {"class_type": "Add", "inputs": {"a": ["1", 0], "b": ["1", 0]}},
-              "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}}}
+    prompt = {
+        "1": {"class_type": "Text", "inputs": {"text": "a"}},
+        "2": {"class_type": "Add", "inputs": {"a": ["1", 0], "b": ["1", 0]}},
+        "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}},
+    }
     response = errors_of(registry, prompt)
     assert kinds(response, "2") == ["return_type_mismatch", "return_type_mismatch"]
     assert response["node_errors"]["2"]["errors"][0]["extra_info"]["received_type"] == "STRING"
@@ -108,9 +119,11 @@ def test_type_compatibility_rules():
 
 
 def test_cycle_names_its_nodes(registry):
-    prompt = {"1": {"class_type": "Add", "inputs": {"a": ["2", 0], "b": ["2", 0]}},
-              "2": {"class_type": "Add", "inputs": {"a": ["1", 0], "b": ["1", 0]}},
-              "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}}}
+    prompt = {
+        "1": {"class_type": "Add", "inputs": {"a": ["2", 0], "b": ["2", 0]}},
+        "2": {"class_type": "Add", "inputs": {"a": ["1", 0], "b": ["1", 0]}},
+        "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}},
+    }
     response = errors_of(registry, prompt)
     # one error per cycle, on its first member, naming every member once
     assert kinds(response, "1") == ["dependency_cycle"] and set(response["node_errors"]) == {"1"}
@@ -120,33 +133,41 @@ def test_cycle_names_its_nodes(registry):
 
 
 def test_custom_validation(registry):
-    prompt = {"1": {"class_type": "Even", "inputs": {"value": 3}},
-              "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}}}
+    prompt = {
+        "1": {"class_type": "Even", "inputs": {"value": 3}},
+        "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}},
+    }
     response = errors_of(registry, prompt)
     assert kinds(response, "1") == ["custom_validation_failed"]
     assert "must be even, got 3" in response["node_errors"]["1"]["errors"][0]["details"]
 
 
 def test_one_good_output_is_enough_and_bad_ones_are_reported(registry):
-    prompt = {"1": {"class_type": "Number", "inputs": {"value": 1}},
-              "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}},
-              "3": {"class_type": "Number", "inputs": {"value": 1000}},
-              "4": {"class_type": "Show", "inputs": {"value": ["3", 0]}}}
+    prompt = {
+        "1": {"class_type": "Number", "inputs": {"value": 1}},
+        "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}},
+        "3": {"class_type": "Number", "inputs": {"value": 1000}},
+        "4": {"class_type": "Show", "inputs": {"value": ["3", 0]}},
+    }
     validated = validate_prompt(prompt, registry)
     assert validated.outputs == ("2",)
     assert validated.node_errors["3"]["dependent_outputs"] == ["4"]
 
 
 def test_targets_restrict_outputs(registry):
-    prompt = {"1": {"class_type": "Number", "inputs": {"value": 1}},
-              "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}},
-              "3": {"class_type": "Show", "inputs": {"value": ["1", 0]}}}
+    prompt = {
+        "1": {"class_type": "Number", "inputs": {"value": 1}},
+        "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}},
+        "3": {"class_type": "Show", "inputs": {"value": ["1", 0]}},
+    }
     assert validate_prompt(prompt, registry, targets=["3"]).outputs == ("3",)
 
 
 def test_optional_input_may_be_absent(registry):
-    prompt = {"1": {"class_type": "Text", "inputs": {"text": "a"}},
-              "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}}}
+    prompt = {
+        "1": {"class_type": "Text", "inputs": {"text": "a"}},
+        "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}},
+    }
     assert validate_prompt(prompt, registry).outputs == ("2",)
 
 
@@ -160,8 +181,10 @@ def test_deep_chain_validates_without_recursion(registry):
 
 
 def test_error_lines_name_node_class_and_input(registry):
-    prompt = {"1": {"class_type": "Number", "inputs": {"value": 500}},
-              "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}}}
+    prompt = {
+        "1": {"class_type": "Number", "inputs": {"value": 500}},
+        "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}},
+    }
     with pytest.raises(PromptValidationError) as info:
         validate_prompt(prompt, registry)
     (line,) = info.value.lines()
@@ -205,8 +228,10 @@ def test_literal_for_a_link_only_type_is_refused_in_comfy_shape():
 
 
 def test_undeclared_input_linking_to_a_missing_node_is_refused(registry):
-    prompt = {"1": {"class_type": "Number", "inputs": {"value": 1, "ghost": ["404", 0]}},
-              "2": {"class_type": "Show", "inputs": {"value": ["1", 0], "extra": ["1", 7]}}}
+    prompt = {
+        "1": {"class_type": "Number", "inputs": {"value": 1, "ghost": ["404", 0]}},
+        "2": {"class_type": "Show", "inputs": {"value": ["1", 0], "extra": ["1", 7]}},
+    }
     response = errors_of(registry, prompt)
     (missing,) = response["node_errors"]["1"]["errors"]
     assert missing["type"] == "bad_linked_input" and missing["extra_info"]["input_name"] == "ghost"
@@ -214,22 +239,30 @@ def test_undeclared_input_linking_to_a_missing_node_is_refused(registry):
     (slot,) = response["node_errors"]["2"]["errors"]
     assert slot["type"] == "bad_linked_input" and "output index out of range" in slot["message"]
     # undeclared literals and links to real outputs stay allowed (dynamic inputs of custom nodes)
-    fine = {"1": {"class_type": "Number", "inputs": {"value": 1, "note": "x"}},
-            "2": {"class_type": "Show", "inputs": {"value": ["1", 0], "also": ["1", 0]}}}
+    fine = {
+        "1": {"class_type": "Number", "inputs": {"value": 1, "note": "x"}},
+        "2": {"class_type": "Show", "inputs": {"value": ["1", 0], "also": ["1", 0]}},
+    }
     assert validate_prompt(fine, registry).outputs == ("2",)
 
 
 def test_keys_and_strings_that_are_not_unicode_are_refused(registry):
-    bad_key = {"1": {"class_type": "Number", "inputs": {"value": 1, "\ud800": 2}},
-               "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}}}
+    bad_key = {
+        "1": {"class_type": "Number", "inputs": {"value": 1, "\ud800": 2}},
+        "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}},
+    }
     response = errors_of(registry, bad_key)
     assert kinds(response, "1") == ["invalid_input_name"]
     response["node_errors"]["1"]["errors"][0]["details"].encode("utf-8")  # the report itself is encodable
-    bad_id = {"\udc80": {"class_type": "Number", "inputs": {"value": 1}},
-              "2": {"class_type": "Show", "inputs": {"value": 1}}}
+    bad_id = {
+        "\udc80": {"class_type": "Number", "inputs": {"value": 1}},
+        "2": {"class_type": "Show", "inputs": {"value": 1}},
+    }
     assert errors_of(registry, bad_id)["error"]["type"] == "invalid_prompt"
-    bad_text = {"1": {"class_type": "Text", "inputs": {"text": "a\ud800"}},
-                "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}}}
+    bad_text = {
+        "1": {"class_type": "Text", "inputs": {"text": "a\ud800"}},
+        "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}},
+    }
     assert kinds(errors_of(registry, bad_text), "1") == ["invalid_input_type"]
 
 
@@ -248,9 +281,11 @@ def test_keys_and_strings_that_are_not_unicode_are_refused(registry):
     ],
 )
 def test_float_inputs_must_be_finite_and_in_range(registry, value, kind):
-    prompt = {"1": {"class_type": "Number", "inputs": {"value": 1}},
-              "2": {"class_type": "Scale", "inputs": {"x": ["1", 0], "factor": value}},
-              "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}}}
+    prompt = {
+        "1": {"class_type": "Number", "inputs": {"value": 1}},
+        "2": {"class_type": "Scale", "inputs": {"x": ["1", 0], "factor": value}},
+        "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}},
+    }
     response = errors_of(registry, prompt)
     assert kinds(response, "2") == [kind]
     assert len(str(response)) < 2000  # a huge value is not echoed whole
@@ -258,24 +293,30 @@ def test_float_inputs_must_be_finite_and_in_range(registry, value, kind):
 
 @pytest.mark.parametrize("value", [10**400, -(10**30), "9" * 400, 1e300])
 def test_int_inputs_are_range_checked_whatever_their_size(registry, value):
-    prompt = {"1": {"class_type": "Number", "inputs": {"value": value}},
-              "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}}}
+    prompt = {
+        "1": {"class_type": "Number", "inputs": {"value": value}},
+        "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}},
+    }
     response = errors_of(registry, prompt)
     assert kinds(response, "1")[0] in ("value_bigger_than_max", "value_smaller_than_min")
     assert len(str(response)) < 2000
 
 
 def test_refused_huge_values_are_echoed_cut(registry):
-    prompt = {"1": {"class_type": "Number", "inputs": {"value": 1}},
-              "2": {"class_type": "Pick", "inputs": {"x": ["1", 0], "mode": "m" * 1_000_000}},
-              "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}}}
+    prompt = {
+        "1": {"class_type": "Number", "inputs": {"value": 1}},
+        "2": {"class_type": "Pick", "inputs": {"x": ["1", 0], "mode": "m" * 1_000_000}},
+        "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}},
+    }
     response = errors_of(registry, prompt)
     assert kinds(response, "2") == ["value_not_in_list"]
     assert len(str(response)) < 5000 and "more characters" in str(response)
 
 
 def _ring(size: int) -> dict:
-    prompt = {str(i): {"class_type": "Double", "inputs": {"x": [str((i + 1) % size), 0]}} for i in range(size)}
+    prompt = {
+        str(i): {"class_type": "Double", "inputs": {"x": [str((i + 1) % size), 0]}} for i in range(size)
+    }
     prompt["out"] = {"class_type": "Show", "inputs": {"value": ["0", 0]}}
     return prompt
 
@@ -299,13 +340,15 @@ def test_a_2000_node_cycle_is_one_small_error_in_well_under_a_second(registry):
 
 
 def test_two_cycles_and_a_self_link_are_three_errors(registry):
-    prompt = {"a": {"class_type": "Add", "inputs": {"a": ["b", 0], "b": ["b", 0]}},
-              "b": {"class_type": "Add", "inputs": {"a": ["a", 0], "b": ["a", 0]}},
-              "c": {"class_type": "Double", "inputs": {"x": ["c", 0]}},
-              "d": {"class_type": "Double", "inputs": {"x": ["e", 0]}},
-              "e": {"class_type": "Add", "inputs": {"a": ["d", 0], "b": ["a", 0]}},
-              "o1": {"class_type": "Show", "inputs": {"value": ["e", 0]}},
-              "o2": {"class_type": "Show", "inputs": {"value": ["c", 0]}}}
+    prompt = {
+        "a": {"class_type": "Add", "inputs": {"a": ["b", 0], "b": ["b", 0]}},
+        "b": {"class_type": "Add", "inputs": {"a": ["a", 0], "b": ["a", 0]}},
+        "c": {"class_type": "Double", "inputs": {"x": ["c", 0]}},
+        "d": {"class_type": "Double", "inputs": {"x": ["e", 0]}},
+        "e": {"class_type": "Add", "inputs": {"a": ["d", 0], "b": ["a", 0]}},
+        "o1": {"class_type": "Show", "inputs": {"value": ["e", 0]}},
+        "o2": {"class_type": "Show", "inputs": {"value": ["c", 0]}},
+    }
     response = errors_of(registry, prompt)
     cycles = {n: e["errors"][0]["extra_info"]["cycle_nodes"] for n, e in response["node_errors"].items()}
     assert cycles == {"a": ["a", "b"], "c": ["c"], "d": ["d", "e"]}

@@ -59,8 +59,13 @@ def make_executor(values: dict[str, Any], *modules: Any) -> Executor:
     return Executor(registry, services=SimpleNamespace(values=values, memory=None))
 
 
-def run_node(class_type: str, inputs: dict[str, Any], values: dict[str, Any] | None = None,
-             outputs: int = 1, modules: tuple = ()) -> list[Any]:
+def run_node(
+    class_type: str,
+    inputs: dict[str, Any],
+    values: dict[str, Any] | None = None,
+    outputs: int = 1,
+    modules: tuple = (),
+) -> list[Any]:
     """Run one node whose linked inputs come from `values` (name -> object); return its outputs."""
     values = dict(values or {})
     prompt: dict[str, Any] = {}
@@ -77,8 +82,12 @@ def run_node(class_type: str, inputs: dict[str, Any], values: dict[str, Any] | N
 
 def cond(tokens: int = 4, dim: int = 8, **options: Any) -> list[list[Any]]:
     gen = torch.Generator().manual_seed(tokens * 31 + dim)
-    return [[torch.randn(1, tokens, dim, generator=gen), {"pooled_output": torch.randn(1, 6, generator=gen),
-                                                          **options}]]
+    return [
+        [
+            torch.randn(1, tokens, dim, generator=gen),
+            {"pooled_output": torch.randn(1, 6, generator=gen), **options},
+        ]
+    ]
 
 
 # --- conditioning plumbing ----------------------------------------------------------------------
@@ -114,10 +123,15 @@ def test_timestep_range_records_percentages():
 def test_set_area_passes_through_with_a_warning(caplog):
     original = cond()
     with caplog.at_level(logging.WARNING, logger="nodes.conditioning.flux"):
-        (out,) = run_node("ConditioningSetArea", {"width": 256, "height": 128, "x": 64, "y": 8, "strength": 0.5},
-                          {"conditioning": original})
+        (out,) = run_node(
+            "ConditioningSetArea",
+            {"width": 256, "height": 128, "x": 64, "y": 8, "strength": 0.5},
+            {"conditioning": original},
+        )
     assert "ignores conditioning areas" in caplog.text
-    assert out[0][0] is original[0][0] and out[0][1]["area"] == (16, 32, 1, 8) and out[0][1]["strength"] == 0.5
+    assert (
+        out[0][0] is original[0][0] and out[0][1]["area"] == (16, 32, 1, 8) and out[0][1]["strength"] == 0.5
+    )
 
 
 def test_reference_latents_chain_and_method():
@@ -129,8 +143,11 @@ def test_reference_latents_chain_and_method():
     (none,) = run_node("ReferenceLatent", {}, {"conditioning": once})
     assert none[0][1]["reference_latents"][0] is first
     for choice, stored in (("offset", "offset"), ("index", "index"), ("uxo/uno", "uxo")):
-        (out,) = run_node("FluxKontextMultiReferenceLatentMethod", {"reference_latents_method": choice},
-                          {"conditioning": twice})
+        (out,) = run_node(
+            "FluxKontextMultiReferenceLatentMethod",
+            {"reference_latents_method": choice},
+            {"conditioning": twice},
+        )
         assert out[0][1]["reference_latents_method"] == stored
 
 
@@ -155,19 +172,27 @@ def test_set_latent_noise_mask_reshapes_and_copies():
 @pytest.mark.parametrize("method", ["nearest-exact", "bilinear", "area", "bicubic"])
 def test_latent_upscale_matches_interpolate(method):
     x = torch.randn(1, 16, 12, 20)
-    (out,) = run_node("LatentUpscale", {"upscale_method": method, "width": 256, "height": 0, "crop": "disabled"},
-                      {"samples": {"samples": x}})
+    (out,) = run_node(
+        "LatentUpscale",
+        {"upscale_method": method, "width": 256, "height": 0, "crop": "disabled"},
+        {"samples": {"samples": x}},
+    )
     # height 0 keeps the aspect ratio: 256 px wide -> 32 latent columns, round(12 * 256 / 20) = 154 px -> 19 rows
     assert out["samples"].shape == (1, 16, 19, 32)
     torch.testing.assert_close(out["samples"], F.interpolate(x, size=(19, 32), mode=method))
-    (by,) = run_node("LatentUpscaleBy", {"upscale_method": method, "scale_by": 1.5}, {"samples": {"samples": x}})
+    (by,) = run_node(
+        "LatentUpscaleBy", {"upscale_method": method, "scale_by": 1.5}, {"samples": {"samples": x}}
+    )
     torch.testing.assert_close(by["samples"], F.interpolate(x, size=(18, 30), mode=method))
 
 
 def test_latent_upscale_center_crop():
     x = torch.arange(2 * 8 * 16, dtype=torch.float32).reshape(1, 2, 8, 16)
-    (out,) = run_node("LatentUpscale", {"upscale_method": "nearest-exact", "width": 64, "height": 64,
-                                        "crop": "center"}, {"samples": {"samples": x}})
+    (out,) = run_node(
+        "LatentUpscale",
+        {"upscale_method": "nearest-exact", "width": 64, "height": 64, "crop": "center"},
+        {"samples": {"samples": x}},
+    )
     # 16x8 cropped to the 1:1 center 8x8 (columns 4..11), then resized to 8x8: identical
     torch.testing.assert_close(out["samples"], x[:, :, :, 4:12])
 
@@ -192,8 +217,9 @@ def _bilinear_source(old: int, new: int, i: int) -> tuple[int, int, float]:
 
 def test_bislerp_against_float64_reference():
     x = torch.randn(1, 3, 3, 4, generator=torch.Generator().manual_seed(0))
-    (out,) = run_node("LatentUpscaleBy", {"upscale_method": "bislerp", "scale_by": 1.75},
-                      {"samples": {"samples": x}})  # 3x4 -> round(5.25) x 7
+    (out,) = run_node(
+        "LatentUpscaleBy", {"upscale_method": "bislerp", "scale_by": 1.75}, {"samples": {"samples": x}}
+    )  # 3x4 -> round(5.25) x 7
     src = x[0].double().permute(1, 2, 0).numpy()  # [H, W, C]
     width_pass = np.zeros((3, 7, 3))
     for r in range(3):
@@ -236,8 +262,13 @@ class RecordingForward:
 def predictor(in_channels: int = 64, guidance_embed: bool = True) -> tuple[FluxPredictor, RecordingForward]:
     forward = RecordingForward()
     params = SimpleNamespace(guidance_embed=guidance_embed, vec_in_dim=6, in_channels=in_channels)
-    p = FluxPredictor(torch.nn.Identity(), params, percent_to_sigma=lambda p: 1.0 - p, device=torch.device("cpu"),
-                      forward=forward)
+    p = FluxPredictor(
+        torch.nn.Identity(),
+        params,
+        percent_to_sigma=lambda p: 1.0 - p,
+        device=torch.device("cpu"),
+        forward=forward,
+    )
     return p, forward
 
 
@@ -308,8 +339,11 @@ def test_fill_and_canny_models_get_processed_concat_channels():
 def test_reference_latents_are_processed_and_passed_with_the_method():
     p, forward = predictor()
     ref = torch.randn(1, 16, 4, 4)
-    p(torch.randn(1, 16, 2, 2), torch.tensor([0.5]),
-      prepare_conditioning(cond(reference_latents=[ref], reference_latents_method="index")))
+    p(
+        torch.randn(1, 16, 2, 2),
+        torch.tensor([0.5]),
+        prepare_conditioning(cond(reference_latents=[ref], reference_latents_method="index")),
+    )
     (sent,) = forward.calls[0]["ref_latents"]
     torch.testing.assert_close(sent, process_in(ref))
     assert forward.calls[0]["ref_method"] == "index"
@@ -318,8 +352,15 @@ def test_reference_latents_are_processed_and_passed_with_the_method():
 
 # --- sampling nodes on a tiny FLUX transformer, against diffusers' FluxPipeline ------------------
 
-TINY = dict(hidden_size=64, num_heads=2, depth=1, depth_single_blocks=2, axes_dim=(8, 12, 12), context_in_dim=32,
-            vec_in_dim=16)
+TINY = dict(
+    hidden_size=64,
+    num_heads=2,
+    depth=1,
+    depth_single_blocks=2,
+    axes_dim=(8, 12, 12),
+    context_in_dim=32,
+    vec_in_dim=16,
+)
 
 
 def tiny_handle(guidance_embed: bool = True, in_channels: int = 64, seed: int = 0):
@@ -361,18 +402,41 @@ def test_sampler_custom_advanced_matches_diffusers_flux_pipeline():
     context = torch.randn(1, 7, 32, generator=torch.Generator().manual_seed(5))
     pooled = torch.randn(1, 16, generator=torch.Generator().manual_seed(6))
     prompt = {
-        "ms": {"class_type": "ModelSamplingFlux", "inputs": {"model": g("model"), "max_shift": 1.15,
-                                                             "base_shift": 0.5, "width": width, "height": height}},
+        "ms": {
+            "class_type": "ModelSamplingFlux",
+            "inputs": {
+                "model": g("model"),
+                "max_shift": 1.15,
+                "base_shift": 0.5,
+                "width": width,
+                "height": height,
+            },
+        },
         "guided": {"class_type": "FluxGuidance", "inputs": {"conditioning": g("cond"), "guidance": 4.0}},
-        "guider": {"class_type": "BasicGuider", "inputs": {"model": ["ms", 0], "conditioning": ["guided", 0]}},
+        "guider": {
+            "class_type": "BasicGuider",
+            "inputs": {"model": ["ms", 0], "conditioning": ["guided", 0]},
+        },
         "noise": {"class_type": "RandomNoise", "inputs": {"noise_seed": seed}},
         "sampler": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
-        "sigmas": {"class_type": "BasicScheduler", "inputs": {"model": ["ms", 0], "scheduler": "simple",
-                                                              "steps": steps, "denoise": 1.0}},
-        "empty": {"class_type": "EmptySD3LatentImage", "inputs": {"width": width, "height": height, "batch_size": 1}},
-        "sample": {"class_type": "SamplerCustomAdvanced", "inputs": {
-            "noise": ["noise", 0], "guider": ["guider", 0], "sampler": ["sampler", 0], "sigmas": ["sigmas", 0],
-            "latent_image": ["empty", 0]}},
+        "sigmas": {
+            "class_type": "BasicScheduler",
+            "inputs": {"model": ["ms", 0], "scheduler": "simple", "steps": steps, "denoise": 1.0},
+        },
+        "empty": {
+            "class_type": "EmptySD3LatentImage",
+            "inputs": {"width": width, "height": height, "batch_size": 1},
+        },
+        "sample": {
+            "class_type": "SamplerCustomAdvanced",
+            "inputs": {
+                "noise": ["noise", 0],
+                "guider": ["guider", 0],
+                "sampler": ["sampler", 0],
+                "sigmas": ["sigmas", 0],
+                "latent_image": ["empty", 0],
+            },
+        },
         "out": {"class_type": "Capture", "inputs": {"value": ["sample", 0]}},
         "den": {"class_type": "Capture", "inputs": {"value": ["sample", 1]}},
     }
@@ -382,18 +446,48 @@ def test_sampler_custom_advanced_matches_diffusers_flux_pipeline():
 
     p = handle.params
     transformer = FluxTransformer2DModel(
-        patch_size=1, in_channels=64, num_layers=p.depth, num_single_layers=p.depth_single_blocks,
-        attention_head_dim=p.head_dim, num_attention_heads=p.num_heads, joint_attention_dim=p.context_in_dim,
-        pooled_projection_dim=p.vec_in_dim, guidance_embeds=True, axes_dims_rope=p.axes_dim)
+        patch_size=1,
+        in_channels=64,
+        num_layers=p.depth,
+        num_single_layers=p.depth_single_blocks,
+        attention_head_dim=p.head_dim,
+        num_attention_heads=p.num_heads,
+        joint_attention_dim=p.context_in_dim,
+        pooled_projection_dim=p.vec_in_dim,
+        guidance_embeds=True,
+        axes_dims_rope=p.axes_dim,
+    )
     transformer.load_state_dict(bfl_to_diffusers_transformer(handle.module.state_dict()))
-    scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_image_seq_len=256,
-                                                max_image_seq_len=4096, base_shift=0.5, max_shift=1.15)
-    pipe = FluxPipeline(scheduler=scheduler, vae=None, text_encoder=None, tokenizer=None, text_encoder_2=None,
-                        tokenizer_2=None, transformer=transformer)
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        use_dynamic_shifting=True,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
+        base_shift=0.5,
+        max_shift=1.15,
+    )
+    pipe = FluxPipeline(
+        scheduler=scheduler,
+        vae=None,
+        text_encoder=None,
+        tokenizer=None,
+        text_encoder_2=None,
+        tokenizer_2=None,
+        transformer=transformer,
+    )
     noise = torch.randn(1, 16, height // 8, width // 8, generator=torch.Generator().manual_seed(seed))
-    packed = noise.reshape(1, 16, height // 16, 2, width // 16, 2).permute(0, 2, 4, 1, 3, 5).reshape(1, -1, 64)
-    theirs = pipe(prompt_embeds=context, pooled_prompt_embeds=pooled, height=height, width=width,
-                  num_inference_steps=steps, guidance_scale=4.0, latents=packed, output_type="latent").images
+    packed = (
+        noise.reshape(1, 16, height // 16, 2, width // 16, 2).permute(0, 2, 4, 1, 3, 5).reshape(1, -1, 64)
+    )
+    theirs = pipe(
+        prompt_embeds=context,
+        pooled_prompt_embeds=pooled,
+        height=height,
+        width=width,
+        num_inference_steps=steps,
+        guidance_scale=4.0,
+        latents=packed,
+        output_type="latent",
+    ).images
     theirs = theirs.reshape(1, height // 16, width // 16, 16, 2, 2).permute(0, 3, 1, 4, 2, 5)
     theirs = theirs.reshape(1, 16, height // 8, width // 8)
     torch.testing.assert_close(process_in(ours), theirs, atol=2e-5, rtol=1e-4)
@@ -416,10 +510,20 @@ def tiny_vae():
     params = AutoEncoderParams(ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1)
     torch.manual_seed(3)
     ae = AutoEncoder(params).eval()
-    ref = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(32, 32, 32, 32),
-                        layers_per_block=1, down_block_types=("DownEncoderBlock2D",) * 4,
-                        up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=32, use_quant_conv=False,
-                        use_post_quant_conv=False, scaling_factor=0.3611, shift_factor=0.1159).eval()
+    ref = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=16,
+        block_out_channels=(32, 32, 32, 32),
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        norm_num_groups=32,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        scaling_factor=0.3611,
+        shift_factor=0.1159,
+    ).eval()
     ref.load_state_dict(bfl_to_diffusers_vae(ae.state_dict()))
     return VaeHandle(module=ae, params=params), ref
 
@@ -438,13 +542,19 @@ def test_vae_encode_decode_follow_comfyui_latent_convention(tiny_vae):
     assert decoded.shape == (2, 32, 40, 3)
     torch.testing.assert_close(decoded, pixels, atol=2e-5, rtol=1e-4)
     # one tile covering everything is the plain path; several tiles keep shapes and stay close
-    (tiled,) = run_node("VAEEncodeTiled", {"tile_size": 64, "overlap": 0, "temporal_size": 64,
-                                           "temporal_overlap": 8}, {"pixels": cropped, "vae": vae})
+    (tiled,) = run_node(
+        "VAEEncodeTiled",
+        {"tile_size": 64, "overlap": 0, "temporal_size": 64, "temporal_overlap": 8},
+        {"pixels": cropped, "vae": vae},
+    )
     torch.testing.assert_close(tiled["samples"], encoded["samples"], atol=1e-6, rtol=1e-6)
     big = torch.rand(1, 16, 10, 10, generator=torch.Generator().manual_seed(8))
     (plain,) = run_node("VAEDecode", {}, {"samples": {"samples": big}, "vae": vae})
-    (tiles,) = run_node("VAEDecodeTiled", {"tile_size": 64, "overlap": 16, "temporal_size": 64,
-                                           "temporal_overlap": 8}, {"samples": {"samples": big}, "vae": vae})
+    (tiles,) = run_node(
+        "VAEDecodeTiled",
+        {"tile_size": 64, "overlap": 16, "temporal_size": 64, "temporal_overlap": 8},
+        {"samples": {"samples": big}, "vae": vae},
+    )
     assert tiles.shape == plain.shape == (1, 80, 80, 3) and torch.isfinite(tiles).all()
 
 
@@ -459,23 +569,35 @@ def test_instruct_pix2pix_and_inpaint_conditioning(tiny_vae):
         with torch.no_grad():
             return ref.encode(pixels.movedim(-1, 1) * 2 - 1).latent_dist.mean
 
-    pos, neg, lat = run_node("InstructPixToPixConditioning", {}, {
-        "positive": positive, "negative": negative, "vae": vae, "pixels": image}, outputs=3)
+    pos, neg, lat = run_node(
+        "InstructPixToPixConditioning",
+        {},
+        {"positive": positive, "negative": negative, "vae": vae, "pixels": image},
+        outputs=3,
+    )
     for out in (pos, neg):
         torch.testing.assert_close(out[0][1]["concat_latent_image"], ref_mean(image), atol=2e-5, rtol=1e-4)
     assert pos[0][1]["guidance"] == 30.0 and "concat_latent_image" not in positive[0][1]
     assert torch.count_nonzero(lat["samples"]) == 0 and lat["samples"].shape == (1, 16, 4, 5)
 
-    pos, neg, lat = run_node("InpaintModelConditioning", {"noise_mask": True}, {
-        "positive": positive, "negative": negative, "vae": vae, "pixels": image, "mask": mask}, outputs=3)
+    pos, neg, lat = run_node(
+        "InpaintModelConditioning",
+        {"noise_mask": True},
+        {"positive": positive, "negative": negative, "vae": vae, "pixels": image, "mask": mask},
+        outputs=3,
+    )
     greyed = image.clone()
     greyed[:, 8:20, 16:32] = 0.5  # the area to paint is mid-grey for the Fill model
     torch.testing.assert_close(pos[0][1]["concat_latent_image"], ref_mean(greyed), atol=2e-5, rtol=1e-4)
     torch.testing.assert_close(neg[0][1]["concat_mask"], mask[:, None])
     torch.testing.assert_close(lat["samples"], ref_mean(image), atol=2e-5, rtol=1e-4)
     torch.testing.assert_close(lat["noise_mask"], mask[:, None])
-    (_, _, plain) = run_node("InpaintModelConditioning", {"noise_mask": False}, {
-        "positive": positive, "negative": negative, "vae": vae, "pixels": image, "mask": mask}, outputs=3)
+    (_, _, plain) = run_node(
+        "InpaintModelConditioning",
+        {"noise_mask": False},
+        {"positive": positive, "negative": negative, "vae": vae, "pixels": image, "mask": mask},
+        outputs=3,
+    )
     assert "noise_mask" not in plain
 
 
@@ -495,8 +617,9 @@ def tiny_clip(tmp_path_factory):
     write_tiny_tokenizers(models_dir)
     clip_tok, t5_tok = load_flux_tokenizers(models_dir)
     torch.manual_seed(4)
-    encoders = TextEncoders(clip=build_clip(CLIP_TINY), t5=build_t5(T5_TINY), clip_tokenizer=clip_tok,
-                            t5_tokenizer=t5_tok)
+    encoders = TextEncoders(
+        clip=build_clip(CLIP_TINY), t5=build_t5(T5_TINY), clip_tokenizer=clip_tok, t5_tokenizer=t5_tok
+    )
     return ClipHandle(encoders=encoders, t5_max_length=512)
 
 
@@ -515,8 +638,11 @@ def test_clip_text_encode_nodes(tiny_clip):
     torch.testing.assert_close(plain[0][0], context, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(plain[0][1]["pooled_output"], pooled, atol=1e-5, rtol=1e-5)
     assert set(plain[0][1]) == {"pooled_output"}
-    (flux,) = run_node("CLIPTextEncodeFlux", {"clip_l": "a red house", "t5xxl": "a house by the lake",
-                                              "guidance": 2.0}, {"clip": tiny_clip})
+    (flux,) = run_node(
+        "CLIPTextEncodeFlux",
+        {"clip_l": "a red house", "t5xxl": "a house by the lake", "guidance": 2.0},
+        {"clip": tiny_clip},
+    )
     context, pooled = _reference_encode(tiny_clip, "a red house", "a house by the lake")
     torch.testing.assert_close(flux[0][0], context, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(flux[0][1]["pooled_output"], pooled, atol=1e-5, rtol=1e-5)
@@ -533,12 +659,30 @@ def test_cfg_pairs_run_as_one_batch_with_the_same_result():
         calls.append(args[1].shape[0])
         return flux_forward_latent(*args, **kw)
 
-    p = FluxPredictor(handle.module, handle.params, percent_to_sigma=lambda q: 1.0 - q,
-                      device=torch.device("cpu"), forward=counting)
+    p = FluxPredictor(
+        handle.module,
+        handle.params,
+        percent_to_sigma=lambda q: 1.0 - q,
+        device=torch.device("cpu"),
+        forward=counting,
+    )
     image, mask = torch.randn(1, 16, 4, 4), torch.rand(1, 1, 32, 32)
-    pos = prepare_conditioning([[torch.randn(1, 5, 32), {"pooled_output": torch.randn(1, 16), "guidance": 3.0,
-                                                         "concat_latent_image": image, "concat_mask": mask}]])
-    neg = prepare_conditioning([[torch.randn(1, 5, 32), {"pooled_output": torch.zeros(1, 16), "guidance": 1.0}]])
+    pos = prepare_conditioning(
+        [
+            [
+                torch.randn(1, 5, 32),
+                {
+                    "pooled_output": torch.randn(1, 16),
+                    "guidance": 3.0,
+                    "concat_latent_image": image,
+                    "concat_mask": mask,
+                },
+            ]
+        ]
+    )
+    neg = prepare_conditioning(
+        [[torch.randn(1, 5, 32), {"pooled_output": torch.zeros(1, 16), "guidance": 1.0}]]
+    )
     both = batch_conds(pos, neg)
     assert isinstance(both, BatchedConds)
     x, sigma = torch.randn(2, 16, 4, 4), torch.tensor([0.7, 0.7])
@@ -550,6 +694,7 @@ def test_cfg_pairs_run_as_one_batch_with_the_same_result():
     longer = prepare_conditioning([[torch.randn(1, 7, 32), {"pooled_output": torch.zeros(1, 16)}]])
     assert batch_conds(pos, longer) is None
     assert batch_conds(pos + neg, neg) is None
-    unguided = prepare_conditioning([[torch.randn(1, 5, 32), {"pooled_output": torch.zeros(1, 16),
-                                                              "guidance": None}]])
+    unguided = prepare_conditioning(
+        [[torch.randn(1, 5, 32), {"pooled_output": torch.zeros(1, 16), "guidance": None}]]
+    )
     assert batch_conds(pos, unguided) is None

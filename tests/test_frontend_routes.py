@@ -48,13 +48,24 @@ def test_extensions_list_and_files(pack, tmp_path):
     core.mkdir()
     (core / "evil.js").write_text("alert(1)\n")
     app = make_app({"my pack": pack, "core": core})
-    (listing, api_listing, ours, pack_js, css, escape, link, core_file) = asyncio.run(fetch(
-        app, "/extensions", "/api/extensions", "/extensions/fluxloom/fluxloom.js", "/extensions/my%20pack/sub/b.js",
-        "/extensions/my%20pack/style.css", "/extensions/my%20pack/%2e%2e/secret.txt", "/extensions/my%20pack/link.txt",
-        "/extensions/core/evil.js"))
+    (listing, api_listing, ours, pack_js, css, escape, link, core_file) = asyncio.run(
+        fetch(
+            app,
+            "/extensions",
+            "/api/extensions",
+            "/extensions/fluxloom/fluxloom.js",
+            "/extensions/my%20pack/sub/b.js",
+            "/extensions/my%20pack/style.css",
+            "/extensions/my%20pack/%2e%2e/secret.txt",
+            "/extensions/my%20pack/link.txt",
+            "/extensions/core/evil.js",
+        )
+    )
     ours_files = sorted(p.name for p in frontend.EXTENSIONS_DIR.glob("*.js"))
     expected = [f"/extensions/fluxloom/{name}" for name in ours_files] + [
-        "/extensions/my%20pack/a.js", "/extensions/my%20pack/sub/b.js"]
+        "/extensions/my%20pack/a.js",
+        "/extensions/my%20pack/sub/b.js",
+    ]
     assert listing[0] == api_listing[0] == 200
     assert json.loads(listing[2]) == json.loads(api_listing[2]) == expected
     assert ours[0] == 200 and ours[2] == (frontend.EXTENSIONS_DIR / "fluxloom.js").read_bytes()
@@ -70,9 +81,18 @@ def test_static_root_and_default_workflow(pack):
     if frontend.frontend_static_dir() is None:
         pytest.skip("comfyui-frontend-package is not installed")
     app = make_app({})
-    index, shim, core_ext, missing, api_missing, workflow, css = asyncio.run(fetch(
-        app, "/", "/scripts/app.js", "/extensions/core/widgetInputs.js", "/assets/no-such-file.js",
-        "/api/no_such_route", "/api/fluxloom/default_workflow", "/user.css"))
+    index, shim, core_ext, missing, api_missing, workflow, css = asyncio.run(
+        fetch(
+            app,
+            "/",
+            "/scripts/app.js",
+            "/extensions/core/widgetInputs.js",
+            "/assets/no-such-file.js",
+            "/api/no_such_route",
+            "/api/fluxloom/default_workflow",
+            "/user.css",
+        )
+    )
     assert index[0] == 200 and b"<html" in index[2] and "no-store" in index[1]["Cache-Control"]
     assert shim[0] == 200 and b"window.comfyAPI.app" in shim[2]
     assert core_ext[0] == 200 and b"window.comfyAPI" in core_ext[2]  # legacy extension imports keep working

@@ -52,7 +52,14 @@ def demo_dir(demo_models_dir):
 
 @pytest.fixture
 def run(demo_dir):
-    registry = build_registry(("nodes.loaders.model_files", "nodes.conditioning.flux", "nodes.latent.latents", "nodes.sampling.ksampler"))
+    registry = build_registry(
+        (
+            "nodes.loaders.model_files",
+            "nodes.conditioning.flux",
+            "nodes.latent.latents",
+            "nodes.sampling.ksampler",
+        )
+    )
     registry.register(Probe, source="tests")
     services = Services(ModelPaths.from_models_dir(demo_dir))
     executor = Executor(registry, services=services)

@@ -14,14 +14,21 @@ from executor.schema import Combo, Float, Int, Node, NodeOutput, Schema, String,
 
 # --- native nodes ------------------------------------------------------------------------------
 
+
 class Blend(Node):
     schema = Schema(
-        "Blend", category="image/blend", display_name="Blend Images", description="Mixes two images.",
-        inputs=(Typed("image1", "IMAGE"), Typed("image2", "IMAGE", tooltip="second"),
-                Float("blend_factor", 0.5, min=0.0, max=1.0, step=0.01),
-                Combo("blend_mode", ("normal", "multiply")), Int("seed", 0, min=0, max=2**64 - 1,
-                                                                    control_after_generate=True),
-                String("note", multiline=True, optional=True)),
+        "Blend",
+        category="image/blend",
+        display_name="Blend Images",
+        description="Mixes two images.",
+        inputs=(
+            Typed("image1", "IMAGE"),
+            Typed("image2", "IMAGE", tooltip="second"),
+            Float("blend_factor", 0.5, min=0.0, max=1.0, step=0.01),
+            Combo("blend_mode", ("normal", "multiply")),
+            Int("seed", 0, min=0, max=2**64 - 1, control_after_generate=True),
+            String("note", multiline=True, optional=True),
+        ),
         outputs=("IMAGE",),
     )
 
@@ -34,13 +41,17 @@ def test_object_info_shape_matches_comfyui():
     info = node_info(Blend.schema)
     assert info["input"]["required"]["image1"] == ["IMAGE"]
     assert info["input"]["required"]["image2"] == ["IMAGE", {"tooltip": "second"}]
-    assert info["input"]["required"]["blend_factor"] == ["FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0,
-                                                                   "step": 0.01}]
+    assert info["input"]["required"]["blend_factor"] == [
+        "FLOAT",
+        {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01},
+    ]
     assert info["input"]["required"]["blend_mode"] == [["normal", "multiply"]]
     assert info["input"]["required"]["seed"][1]["control_after_generate"] is True
     assert info["input"]["optional"] == {"note": ["STRING", {"default": "", "multiline": True}]}
-    assert info["input_order"] == {"required": ["image1", "image2", "blend_factor", "blend_mode", "seed"],
-                                   "optional": ["note"]}
+    assert info["input_order"] == {
+        "required": ["image1", "image2", "blend_factor", "blend_mode", "seed"],
+        "optional": ["note"],
+    }
     assert (info["output"], info["output_is_list"], info["output_name"]) == (["IMAGE"], [False], ["IMAGE"])
     assert (info["name"], info["display_name"], info["category"]) == ("Blend", "Blend Images", "image/blend")
     assert info["output_node"] is False and info["python_module"] == "nodes"
@@ -55,7 +66,9 @@ def test_registration_rejects_mismatched_execute():
         def execute(cls, b: int) -> tuple[int]:
             return (b,)
 
-    with pytest.raises(NodeDefinitionError, match=r"missing parameters \['a'\].*undeclared parameters \['b'\]"):
+    with pytest.raises(
+        NodeDefinitionError, match=r"missing parameters \['a'\].*undeclared parameters \['b'\]"
+    ):
         NodeRegistry().register(Wrong)
 
 
@@ -108,13 +121,15 @@ def test_wrong_runtime_arity_is_a_clear_node_error():
 
 # --- ComfyUI V1 classes ------------------------------------------------------------------------
 
+
 class V1Multiply:
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"value": ("INT", {"default": 2, "min": 0, "max": 10}),
-                             "mode": (["times", "plus"],)},
-                "optional": {"extra": ("INT", {"forceInput": True})},
-                "hidden": {"unique_id": "UNIQUE_ID"}}
+        return {
+            "required": {"value": ("INT", {"default": 2, "min": 0, "max": 10}), "mode": (["times", "plus"],)},
+            "optional": {"extra": ("INT", {"forceInput": True})},
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
 
     RETURN_TYPES = ("INT", "STRING")
     RETURN_NAMES = ("number", "label")
@@ -156,8 +171,10 @@ def test_v1_adapter_schema_and_execution():
     assert info["output_name"] == ["number", "label"] and info["display_name"] == "Multiply (V1)"
     assert info["python_module"] == "custom_nodes.demo" and info["category"] == "tests"
     assert object_info(registry)["V1Show"]["output_node"] is True
-    prompt = {"1": {"class_type": "V1Multiply", "inputs": {"value": 4, "mode": "times"}},
-              "2": {"class_type": "V1Show", "inputs": {"text": ["1", 1]}}}
+    prompt = {
+        "1": {"class_type": "V1Multiply", "inputs": {"value": 4, "mode": "times"}},
+        "2": {"class_type": "V1Show", "inputs": {"text": ["1", 1]}},
+    }
     executor = Executor(registry)
     assert executor.run_prompt(prompt, prompt_id="a").outputs == {"2": {"text": ["1:12"]}}
     calls = V1Multiply.calls
@@ -185,6 +202,7 @@ def test_v1_adapter_rejects_broken_classes():
 
 
 # --- ComfyUI V3 classes (a minimal stand-in for comfy_api.latest.io, written here) ---------------
+
 
 class Hidden(str, enum.Enum):
     unique_id = "UNIQUE_ID"
@@ -214,7 +232,12 @@ class ComboIn(_In):
 
 class _Out:
     def __init__(self, io_type, display_name=None, is_output_list=False):
-        self.io_type, self.display_name, self.is_output_list, self.tooltip = io_type, display_name, is_output_list, None
+        self.io_type, self.display_name, self.is_output_list, self.tooltip = (
+            io_type,
+            display_name,
+            is_output_list,
+            None,
+        )
 
     def get_io_type(self):
         return self.io_type
@@ -235,11 +258,15 @@ class V3Power:
 
     @classmethod
     def define_schema(cls):
-        return V3Schema(node_id="V3Power", display_name="Power", category="tests/v3",
-                        inputs=[IntIn("base", default=2, min=0, max=16),
-                                ComboIn("exponent", options=["2", "3"])],
-                        outputs=[_Out("INT", display_name="result")], hidden=[Hidden.unique_id],
-                        is_output_node=True)
+        return V3Schema(
+            node_id="V3Power",
+            display_name="Power",
+            category="tests/v3",
+            inputs=[IntIn("base", default=2, min=0, max=16), ComboIn("exponent", options=["2", "3"])],
+            outputs=[_Out("INT", display_name="result")],
+            hidden=[Hidden.unique_id],
+            is_output_node=True,
+        )
 
     @classmethod
     def execute(cls, base, exponent):
@@ -257,11 +284,16 @@ def test_v3_adapter_schema_hidden_and_execution():
     info = object_info(registry)["V3Power"]
     assert info["input"]["required"]["exponent"] == ["COMBO", {"options": ["2", "3"]}]
     assert info["input"]["required"]["base"] == ["INT", {"default": 2, "min": 0, "max": 16}]
-    assert info["input"]["hidden"] == {"unique_id": "UNIQUE_ID", "prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
+    assert info["input"]["hidden"] == {
+        "unique_id": "UNIQUE_ID",
+        "prompt": "PROMPT",
+        "extra_pnginfo": "EXTRA_PNGINFO",
+    }
     assert info["output_name"] == ["result"] and info["output_node"] is True
     executor = Executor(registry)
-    result = executor.run_prompt({"9": {"class_type": "V3Power", "inputs": {"base": 3, "exponent": "3"}}},
-                              prompt_id="a")
+    result = executor.run_prompt(
+        {"9": {"class_type": "V3Power", "inputs": {"base": 3, "exponent": "3"}}}, prompt_id="a"
+    )
     assert result.outputs == {"9": {"text": ["9=27"]}}
     assert V3Power.hidden is None  # hidden values never leak onto the class
     from executor.errors import PromptValidationError
@@ -274,8 +306,12 @@ def test_v3_adapter_schema_hidden_and_execution():
 
 def test_dynamic_combo_options_come_from_services():
     class Pick(Node):
-        schema = Schema("PickFile", inputs=(Combo("name", options=lambda services: services["files"]),),
-                        outputs=("STRING",), is_output_node=True)
+        schema = Schema(
+            "PickFile",
+            inputs=(Combo("name", options=lambda services: services["files"]),),
+            outputs=("STRING",),
+            is_output_node=True,
+        )
 
         @classmethod
         def execute(cls, name: str) -> NodeOutput:
@@ -284,11 +320,13 @@ def test_dynamic_combo_options_come_from_services():
     registry = NodeRegistry()
     registry.register(Pick)
     services = {"files": ["a.safetensors", "b.safetensors"]}
-    assert object_info(registry, services)["PickFile"]["input"]["required"]["name"] == [["a.safetensors",
-                                                                                          "b.safetensors"]]
+    assert object_info(registry, services)["PickFile"]["input"]["required"]["name"] == [
+        ["a.safetensors", "b.safetensors"]
+    ]
     executor = Executor(registry, services=services)
-    assert executor.run_prompt({"1": {"class_type": "PickFile", "inputs": {"name": "b.safetensors"}}},
-                            prompt_id="x").outputs["1"] == {"text": ["b.safetensors"]}
+    assert executor.run_prompt(
+        {"1": {"class_type": "PickFile", "inputs": {"name": "b.safetensors"}}}, prompt_id="x"
+    ).outputs["1"] == {"text": ["b.safetensors"]}
     services["files"].remove("b.safetensors")
     from executor.errors import PromptValidationError
 

@@ -26,10 +26,23 @@ API = {
 def ui_workflow(string_type: str = "PrimitiveString") -> dict:
     return {
         "nodes": [
-            {"id": 1, "type": string_type, "mode": 0, "widgets_values": ["flux"], "inputs": [],
-             "outputs": [{"name": "STRING", "type": "STRING", "links": [1]}], "properties": {}},
-            {"id": 2, "type": "PreviewAny", "mode": 0, "inputs": [{"name": "source", "type": "*", "link": 1}],
-             "outputs": [], "properties": {}},
+            {
+                "id": 1,
+                "type": string_type,
+                "mode": 0,
+                "widgets_values": ["flux"],
+                "inputs": [],
+                "outputs": [{"name": "STRING", "type": "STRING", "links": [1]}],
+                "properties": {},
+            },
+            {
+                "id": 2,
+                "type": "PreviewAny",
+                "mode": 0,
+                "inputs": [{"name": "source", "type": "*", "link": 1}],
+                "outputs": [],
+                "properties": {},
+            },
             {"id": 3, "type": "Note", "mode": 0, "widgets_values": ["not sent"], "inputs": [], "outputs": []},
         ],
         "links": [[1, 1, 0, 2, 0, "STRING"]],
@@ -83,8 +96,9 @@ def test_load_workflow_reads_every_form(tmp_path):
 
 
 def run_main(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_main_run_runs_a_png_carrying_a_ui_workflow(tmp_path):

@@ -23,7 +23,6 @@ def registry():
     return reg
 
 
-
 TEMPLATES = importlib.resources.files("comfyui_workflow_templates_json") / "templates"
 
 
@@ -38,7 +37,9 @@ def check_links_preserved(workflow: dict, api: dict) -> int:
     for _, origin, slot, target, _, _ in workflow["links"]:
         o, t = by_id[origin], by_id[target]
         if str(origin) in api and str(target) in api and o["mode"] == 0 and t["mode"] == 0:
-            names = [i.get("widget", {}).get("name") or i["name"] for i in t["inputs"] if i.get("link") is not None]
+            names = [
+                i.get("widget", {}).get("name") or i["name"] for i in t["inputs"] if i.get("link") is not None
+            ]
             assert [str(origin), slot] in [api[str(target)]["inputs"].get(n) for n in names]
             checked += 1
     return checked
@@ -53,8 +54,13 @@ def test_flux_schnell_template(registry):
     sampler = next(n for n in workflow["nodes"] if n["type"] == "KSampler")
     seed, _control, steps, cfg, sampler_name, scheduler, denoise = sampler["widgets_values"]
     assert {k: v for k, v in api[str(sampler["id"])]["inputs"].items() if not isinstance(v, list)} == {
-        "seed": seed, "steps": steps, "cfg": cfg, "sampler_name": sampler_name, "scheduler": scheduler,
-        "denoise": denoise}
+        "seed": seed,
+        "steps": steps,
+        "cfg": cfg,
+        "sampler_name": sampler_name,
+        "scheduler": scheduler,
+        "denoise": denoise,
+    }
 
 
 def test_flux_dev_subgraph_template(registry):
@@ -77,8 +83,11 @@ def test_flux_dev_subgraph_template(registry):
 def test_flux_redux_template_pushes_primitive_values(registry):
     workflow = template("flux_redux_model_example.json")
     api = ui_to_api(workflow, registry)
-    primitives = {n["outputs"][0]["widget"]["name"]: n["widgets_values"][0]
-                  for n in workflow["nodes"] if n["type"] == "PrimitiveNode"}
+    primitives = {
+        n["outputs"][0]["widget"]["name"]: n["widgets_values"][0]
+        for n in workflow["nodes"]
+        if n["type"] == "PrimitiveNode"
+    }
     for n in workflow["nodes"]:
         if n["type"] in ("ModelSamplingFlux", "EmptySD3LatentImage"):
             for name, value in primitives.items():
@@ -122,11 +131,24 @@ def test_default_flux_workflow_converts_to_a_well_typed_text_to_image_prompt(reg
 
     from executor.input_checks import types_compatible
 
-    workflow = json.loads((Path(__file__).resolve().parent.parent / "workflows/default_flux.json").read_text())
+    workflow = json.loads(
+        (Path(__file__).resolve().parent.parent / "workflows/default_flux.json").read_text()
+    )
     api = ui_to_api(workflow, registry)
-    assert sorted(n["class_type"] for n in api.values()) == sorted([
-        "UNETLoader", "DualCLIPLoader", "VAELoader", "CLIPTextEncode", "FluxGuidance", "ConditioningZeroOut",
-        "EmptySD3LatentImage", "KSampler", "VAEDecode", "SaveImage"])
+    assert sorted(n["class_type"] for n in api.values()) == sorted(
+        [
+            "UNETLoader",
+            "DualCLIPLoader",
+            "VAELoader",
+            "CLIPTextEncode",
+            "FluxGuidance",
+            "ConditioningZeroOut",
+            "EmptySD3LatentImage",
+            "KSampler",
+            "VAEDecode",
+            "SaveImage",
+        ]
+    )
     for node_id, entry in api.items():
         schema = registry[entry["class_type"]].describe()
         for spec in schema.inputs:
@@ -135,7 +157,10 @@ def test_default_flux_workflow_converts_to_a_well_typed_text_to_image_prompt(reg
         for name, value in entry["inputs"].items():
             if isinstance(value, list):
                 source = registry[api[value[0]]["class_type"]].describe()
-                assert types_compatible(source.outputs[value[1]].type, schema.input(name).type), (node_id, name)
+                assert types_compatible(source.outputs[value[1]].type, schema.input(name).type), (
+                    node_id,
+                    name,
+                )
     by_type = {e["class_type"]: e for e in api.values()}
     assert by_type["DualCLIPLoader"]["inputs"]["type"] == "flux"
     assert by_type["KSampler"]["inputs"]["cfg"] == 1.0  # FLUX dev is guidance-distilled: guidance, not CFG

@@ -68,9 +68,16 @@ def shrink(prompt: dict[str, Any]) -> dict[str, Any]:
             inputs["right"] = 16
         elif kind == "FluxKontextImageScale":
             small = f"{node_id}_small"
-            out[small] = {"class_type": "ImageScale", "inputs": {
-                "image": [node_id, 0], "upscale_method": "area", "width": WIDTH, "height": HEIGHT,
-                "crop": "disabled"}}
+            out[small] = {
+                "class_type": "ImageScale",
+                "inputs": {
+                    "image": [node_id, 0],
+                    "upscale_method": "area",
+                    "width": WIDTH,
+                    "height": HEIGHT,
+                    "crop": "disabled",
+                },
+            }
             for other in out.values():
                 for key, value in other["inputs"].items():
                     if value == [node_id, 0] and other is not out[small]:
@@ -106,10 +113,26 @@ def input_dir(tmp_path_factory) -> Path:
 
 def run_cli(workflow: Path, models: Path, inputs: Path, output: Path, *flags: str) -> list[Path]:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "main.py"), "run", str(workflow), "--models-dir", str(models),
-         "--input-dir", str(inputs), "--output-dir", str(output), "--custom-nodes-dir", str(output / "none"),
-         *flags],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            str(ROOT / "main.py"),
+            "run",
+            str(workflow),
+            "--models-dir",
+            str(models),
+            "--input-dir",
+            str(inputs),
+            "--output-dir",
+            str(output),
+            "--custom-nodes-dir",
+            str(output / "none"),
+            *flags,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return [Path(line) for line in result.stdout.splitlines() if line.endswith(".png")]
 
@@ -142,8 +165,9 @@ class Capture(Node):
 def run_in_process(prompt: dict[str, Any], models: Path, inputs: Path, outputs: Path) -> dict[str, Any]:
     import main
 
-    app = main.build_app(Settings(models_dir=models, input_dir=inputs, output_dir=outputs, temp_dir=outputs),
-                         load_packs=False)
+    app = main.build_app(
+        Settings(models_dir=models, input_dir=inputs, output_dir=outputs, temp_dir=outputs), load_packs=False
+    )
     app.registry.register(Capture)
     result = app.executor.run_prompt(prompt, prompt_id="t")
     return {k: v["value"][0] for k, v in result.outputs.items() if "value" in v}

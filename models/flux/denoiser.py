@@ -61,21 +61,23 @@ def prepare_conditioning(conditioning: Sequence[Sequence[Any]]) -> tuple[FluxCon
             raise TypeError(f"conditioning entry {index} is not [tensor, dict]")
         context, options = entry
         guidance = options.get("guidance", DEFAULT_GUIDANCE)
-        out.append(FluxCond(
-            context=context,
-            pooled=options.get("pooled_output"),
-            guidance=None if guidance is None else float(guidance),
-            concat_image=options.get("concat_latent_image"),
-            concat_mask=options.get("concat_mask"),
-            reference_latents=tuple(options.get("reference_latents") or ()),
-            reference_method=options.get("reference_latents_method", "offset"),
-            start_percent=float(options.get("start_percent", 0.0)),
-            end_percent=float(options.get("end_percent", 1.0)),
-            strength=float(options.get("strength", 1.0)),
-            control=options.get("control"),
-            attention_mask=options.get("attention_mask"),
-            attention_mask_img_shape=tuple(options.get("attention_mask_img_shape") or (1, 1)),
-        ))
+        out.append(
+            FluxCond(
+                context=context,
+                pooled=options.get("pooled_output"),
+                guidance=None if guidance is None else float(guidance),
+                concat_image=options.get("concat_latent_image"),
+                concat_mask=options.get("concat_mask"),
+                reference_latents=tuple(options.get("reference_latents") or ()),
+                reference_method=options.get("reference_latents_method", "offset"),
+                start_percent=float(options.get("start_percent", 0.0)),
+                end_percent=float(options.get("end_percent", 1.0)),
+                strength=float(options.get("strength", 1.0)),
+                control=options.get("control"),
+                attention_mask=options.get("attention_mask"),
+                attention_mask_img_shape=tuple(options.get("attention_mask_img_shape") or (1, 1)),
+            )
+        )
     return tuple(out)
 
 
@@ -114,8 +116,9 @@ def concat_channels(cond: FluxCond, x: torch.Tensor, extra: int) -> torch.Tensor
         parts.append(_to_batch(mask_channels(mask.to(x.device), h, w), b))
     out = torch.cat(parts, dim=1)
     if out.shape[1] != extra:
-        raise ValueError(f"the model expects {extra} conditioning channels but the conditioning gives "
-                         f"{out.shape[1]}")
+        raise ValueError(
+            f"the model expects {extra} conditioning channels but the conditioning gives {out.shape[1]}"
+        )
     return out
 
 
@@ -130,9 +133,17 @@ class FluxPredictor:
     maps a conditioning's start/end percent to sigma (the model sampling's).
     """
 
-    def __init__(self, module: torch.nn.Module, params: Any, *, percent_to_sigma: Callable[[float], float],
-                 device: torch.device, forward: ForwardFn | None = None,
-                 controls: Mapping[int, Sequence[Any]] | None = None, attention: Sequence[Any] = ()) -> None:
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        params: Any,
+        *,
+        percent_to_sigma: Callable[[float], float],
+        device: torch.device,
+        forward: ForwardFn | None = None,
+        controls: Mapping[int, Sequence[Any]] | None = None,
+        attention: Sequence[Any] = (),
+    ) -> None:
         if forward is None:
             from models.flux.apply import flux_forward_latent
 
@@ -166,7 +177,9 @@ class FluxPredictor:
             inputs = torch.cat([x, torch.cat(extra)], dim=1)
         kw: dict[str, Any] = {}
         if first.reference_latents:  # batch_conds only pairs conds with the same references
-            kw["ref_latents"] = tuple(process_in(r.to(self.device, torch.float32)) for r in first.reference_latents)
+            kw["ref_latents"] = tuple(
+                process_in(r.to(self.device, torch.float32)) for r in first.reference_latents
+            )
             kw["ref_method"] = first.reference_method
         guidance = None
         if self.guidance_embed and first.guidance is not None:
@@ -193,11 +206,19 @@ class FluxPredictor:
 
             from models.flux.extensions import FluxExtensions
 
-            kw["extensions"] = dataclasses.replace(kw.get("extensions") or FluxExtensions(),
-                                                   double_attention=self.attention)
+            kw["extensions"] = dataclasses.replace(
+                kw.get("extensions") or FluxExtensions(), double_attention=self.attention
+            )
         # float32 in; the forward broadcasts batch-1 context/pooled and casts to the compute dtype
-        v = self.forward(self.module, inputs.to(self.device), sigma.to(self.device, torch.float32), context_in,
-                         pooled_in, guidance=guidance_in, **kw)
+        v = self.forward(
+            self.module,
+            inputs.to(self.device),
+            sigma.to(self.device, torch.float32),
+            context_in,
+            pooled_in,
+            guidance=guidance_in,
+            **kw,
+        )
         return v.float()
 
     def _with_mask(self, ext: Any, cond: FluxCond, x: torch.Tensor, refs: Sequence[torch.Tensor]) -> Any:
@@ -211,25 +232,47 @@ class FluxPredictor:
         assert cond.attention_mask is not None
         grid = ((x.shape[-2] + 1) // 2, (x.shape[-1] + 1) // 2)
         extra = sum(((r.shape[-2] + 1) // 2) * ((r.shape[-1] + 1) // 2) for r in refs)
-        bias = joint_attention_bias(cond.attention_mask, cond.attention_mask_img_shape, grid, extra,
-                                    dtype=module_compute_dtype(self.module)).to(self.device)
+        bias = joint_attention_bias(
+            cond.attention_mask,
+            cond.attention_mask_img_shape,
+            grid,
+            extra,
+            dtype=module_compute_dtype(self.module),
+        ).to(self.device)
         return dataclasses.replace(ext or FluxExtensions(), attention_mask=bias)
 
-    def _control_extensions(self, control: Any, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor,
-                            pooled: torch.Tensor, guidance: torch.Tensor | None) -> Any:
+    def _control_extensions(
+        self,
+        control: Any,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        context: torch.Tensor,
+        pooled: torch.Tensor,
+        guidance: torch.Tensor | None,
+    ) -> Any:
         """ControlNet residuals for this call (the noisy latent without concat channels), or None."""
         from models.control.apply import ControlInputs, control_extensions
 
         prepared = self.controls.get(id(control))
         if prepared is None:
-            raise ValueError("a conditioning carries a ControlNet that was not prepared for this sampling run")
+            raise ValueError(
+                "a conditioning carries a ControlNet that was not prepared for this sampling run"
+            )
         b = x.shape[0]
-        inputs = ControlInputs(x.to(self.device), sigma.to(self.device, torch.float32), _to_batch(context, b),
-                               _to_batch(pooled, b), guidance)
-        return control_extensions(prepared, inputs, float(sigma.reshape(-1)[0]), depth=self.depths[0],
-                                  depth_single=self.depths[1])
+        inputs = ControlInputs(
+            x.to(self.device),
+            sigma.to(self.device, torch.float32),
+            _to_batch(context, b),
+            _to_batch(pooled, b),
+            guidance,
+        )
+        return control_extensions(
+            prepared, inputs, float(sigma.reshape(-1)[0]), depth=self.depths[0], depth_single=self.depths[1]
+        )
 
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, conds: Sequence[FluxCond] | BatchedConds) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, sigma: torch.Tensor, conds: Sequence[FluxCond] | BatchedConds
+    ) -> torch.Tensor:
         s = float(sigma.reshape(-1)[0])
         if isinstance(conds, BatchedConds):
             if all(self.active(c, s) for c in conds.parts):
@@ -272,7 +315,8 @@ def batch_conds(positive: Sequence[FluxCond], negative: Sequence[FluxCond]) -> B
     if (p.guidance is None) != (n.guidance is None):
         return None
     same_refs = len(p.reference_latents) == len(n.reference_latents) and all(
-        a is b for a, b in zip(p.reference_latents, n.reference_latents))
+        a is b for a, b in zip(p.reference_latents, n.reference_latents)
+    )
     if not same_refs or (p.reference_latents and p.reference_method != n.reference_method):
         return None
     if p.control is not n.control:  # ControlNet applies give positive and negative the same chain

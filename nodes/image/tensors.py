@@ -87,7 +87,9 @@ def encode_image(
     return encode_pil(tensor_to_pil(image), fmt=fmt, max_size=max_size, quality=quality)
 
 
-def encode_pil(pil: Image.Image, *, fmt: str = "JPEG", max_size: int | None = 512, quality: int = 90) -> bytes:
+def encode_pil(
+    pil: Image.Image, *, fmt: str = "JPEG", max_size: int | None = 512, quality: int = 90
+) -> bytes:
     """Encode a PIL image as JPEG, PNG or WEBP bytes, shrunk to at most `max_size` px per side (previews)."""
     fmt = fmt.upper()
     if fmt not in ("JPEG", "PNG", "WEBP"):

@@ -18,25 +18,30 @@ def crop_to_multiple(pixels: torch.Tensor, multiple: int = 8) -> torch.Tensor:
         return pixels
     dy = (pixels.shape[1] % multiple) // 2
     dx = (pixels.shape[2] % multiple) // 2
-    return pixels[:, dy:dy + h, dx:dx + w, :]
+    return pixels[:, dy : dy + h, dx : dx + w, :]
 
 
 def _autoencoder(vae: Any) -> Any:
     if vae is None:
-        raise RuntimeError("vae input is invalid: None. If it comes from a checkpoint loader, the checkpoint "
-                           "holds no VAE; load one with VAELoader instead.")
+        raise RuntimeError(
+            "vae input is invalid: None. If it comes from a checkpoint loader, the checkpoint "
+            "holds no VAE; load one with VAELoader instead."
+        )
     return vae.module
 
 
-def encode(ctx: Ctx, vae: Any, pixels: torch.Tensor, *, tile: int | None = None, overlap: int = 64) -> torch.Tensor:
+def encode(
+    ctx: Ctx, vae: Any, pixels: torch.Tensor, *, tile: int | None = None, overlap: int = 64
+) -> torch.Tensor:
     """IMAGE [B, H, W, C] in 0..1 -> un-scaled latent means [B, 16, H/8, W/8] float32 on the CPU.
 
     `tile` / `overlap` are in pixels; None encodes in one piece.
     """
     ae = _autoencoder(vae)
     pixels = crop_to_multiple(pixels[..., :3])
-    tile, overlap, working = vae_tile(ctx, vae, pixels.shape[0], pixels.shape[1], pixels.shape[2], decode=False,
-                                      tile=tile, overlap=overlap)
+    tile, overlap, working = vae_tile(
+        ctx, vae, pixels.shape[0], pixels.shape[1], pixels.shape[2], decode=False, tile=tile, overlap=overlap
+    )
     with use_models(ctx, vae, working_bytes=working):
         device, dtype = compute_device(ctx, ae), vae.compute_dtype
         x = pixels.movedim(-1, 1).to(device=device, dtype=dtype) * 2.0 - 1.0
@@ -49,15 +54,25 @@ def encode(ctx: Ctx, vae: Any, pixels: torch.Tensor, *, tile: int | None = None,
     return vae.params.latent_format.process_out(z.float().cpu())
 
 
-def decode(ctx: Ctx, vae: Any, samples: torch.Tensor, *, tile: int | None = None, overlap: int = 64) -> torch.Tensor:
+def decode(
+    ctx: Ctx, vae: Any, samples: torch.Tensor, *, tile: int | None = None, overlap: int = 64
+) -> torch.Tensor:
     """Un-scaled latents [B, 16, h, w] -> IMAGE [B, 8h, 8w, 3] float32 in 0..1 on the CPU.
 
     `tile` / `overlap` are in pixels; None decodes in one piece.
     """
     ae = _autoencoder(vae)
     f = vae.params.downscale
-    tile, overlap, working = vae_tile(ctx, vae, samples.shape[0], samples.shape[-2] * f, samples.shape[-1] * f,
-                                      decode=True, tile=tile, overlap=overlap)
+    tile, overlap, working = vae_tile(
+        ctx,
+        vae,
+        samples.shape[0],
+        samples.shape[-2] * f,
+        samples.shape[-1] * f,
+        decode=True,
+        tile=tile,
+        overlap=overlap,
+    )
     with use_models(ctx, vae, working_bytes=working):
         device, dtype = compute_device(ctx, ae), vae.compute_dtype
         z = vae.params.latent_format.process_in(samples.float()).to(device=device, dtype=dtype)

@@ -90,7 +90,9 @@ def _device_input() -> Input:
 
 
 def model_handle(model: Flux, source: Path, weight_dtype: str = "default") -> ModelHandle:
-    options = ModelOptions(source=source, weight_dtype=weight_dtype, compute_dtype=module_compute_dtype(model))
+    options = ModelOptions(
+        source=source, weight_dtype=weight_dtype, compute_dtype=module_compute_dtype(model)
+    )
     return ModelHandle(module=model, params=model.params, options=options)
 
 
@@ -215,9 +217,7 @@ class CLIPLoader(Node):
     )
 
     @classmethod
-    def execute(
-        cls, ctx: Ctx, clip_name: str, type: str, device: str = "default"
-    ) -> tuple[ClipHandle]:
+    def execute(cls, ctx: Ctx, clip_name: str, type: str, device: str = "default") -> tuple[ClipHandle]:
         loaded, paths = _load_encoders(ctx, (clip_name,))
         log.info("CLIPLoader: %s holds %s (type %r)", clip_name, next(iter(loaded)), type)
         return (clip_handle(loaded, paths, _tokenizer_roots(ctx, paths[0]), device),)
@@ -260,9 +260,7 @@ class CheckpointLoaderSimple(Node):
     )
 
     @classmethod
-    def execute(
-        cls, ctx: Ctx, ckpt_name: str
-    ) -> tuple[ModelHandle, ClipHandle | None, VaeHandle | None]:
+    def execute(cls, ctx: Ctx, ckpt_name: str) -> tuple[ModelHandle, ClipHandle | None, VaeHandle | None]:
         path = model_paths(ctx).resolve("checkpoints", ckpt_name)
         loaded = formats.load_checkpoint(path)
         clip = (

@@ -40,6 +40,8 @@ class TorchNodeHooks:
         except torch.OutOfMemoryError as exc:
             if isinstance(exc, DeviceMemoryError):  # the manager's own message already says what to change
                 raise OutOfMemory(f"node {node_id} ({class_type}): {exc}") from exc
-            raise OutOfMemory(f"node {node_id} ({class_type}) ran out of device memory: {exc}. Try a smaller "
-                              "resolution or batch, a larger --reserve-vram (memory the models leave free), "
-                              "or close other programs using the device.") from exc
+            raise OutOfMemory(
+                f"node {node_id} ({class_type}) ran out of device memory: {exc}. Try a smaller "
+                "resolution or batch, a larger --reserve-vram (memory the models leave free), "
+                "or close other programs using the device."
+            ) from exc

@@ -24,8 +24,12 @@ from nodes.sampling.run import (
 
 
 class RandomNoiseNode(Node):
-    schema = Schema("RandomNoise", category="sampling/custom_sampling/noise", outputs=(NOISE,),
-                    inputs=(Int("noise_seed", 0, min=0, max=SEED_MAX, control_after_generate=True),))
+    schema = Schema(
+        "RandomNoise",
+        category="sampling/custom_sampling/noise",
+        outputs=(NOISE,),
+        inputs=(Int("noise_seed", 0, min=0, max=SEED_MAX, control_after_generate=True),),
+    )
 
     @classmethod
     def execute(cls, noise_seed: int) -> tuple[RandomNoise]:
@@ -41,8 +45,12 @@ class DisableNoise(Node):
 
 
 class KSamplerSelect(Node):
-    schema = Schema("KSamplerSelect", category="sampling/custom_sampling/samplers", outputs=(SAMPLER,),
-                    inputs=(Combo("sampler_name", SAMPLER_NAMES),))
+    schema = Schema(
+        "KSamplerSelect",
+        category="sampling/custom_sampling/samplers",
+        outputs=(SAMPLER,),
+        inputs=(Combo("sampler_name", SAMPLER_NAMES),),
+    )
 
     @classmethod
     def execute(cls, sampler_name: str) -> tuple[SamplerChoice]:
@@ -51,9 +59,15 @@ class KSamplerSelect(Node):
 
 class BasicScheduler(Node):
     schema = Schema(
-        "BasicScheduler", category="sampling/custom_sampling/schedulers", outputs=(SIGMAS,),
-        inputs=(Typed("model", "MODEL"), Combo("scheduler", SCHEDULER_NAMES), Int("steps", 20, min=1, max=10000),
-                Float("denoise", 1.0, min=0.0, max=1.0, step=0.01)),
+        "BasicScheduler",
+        category="sampling/custom_sampling/schedulers",
+        outputs=(SIGMAS,),
+        inputs=(
+            Typed("model", "MODEL"),
+            Combo("scheduler", SCHEDULER_NAMES),
+            Int("steps", 20, min=1, max=10000),
+            Float("denoise", 1.0, min=0.0, max=1.0, step=0.01),
+        ),
     )
 
     @classmethod
@@ -63,10 +77,15 @@ class BasicScheduler(Node):
 
 class BetaSamplingScheduler(Node):
     schema = Schema(
-        "BetaSamplingScheduler", category="sampling/custom_sampling/schedulers", outputs=(SIGMAS,),
-        inputs=(Typed("model", "MODEL"), Int("steps", 20, min=1, max=10000),
-                Float("alpha", 0.6, min=0.0, max=50.0, step=0.01, round=False),
-                Float("beta", 0.6, min=0.0, max=50.0, step=0.01, round=False)),
+        "BetaSamplingScheduler",
+        category="sampling/custom_sampling/schedulers",
+        outputs=(SIGMAS,),
+        inputs=(
+            Typed("model", "MODEL"),
+            Int("steps", 20, min=1, max=10000),
+            Float("alpha", 0.6, min=0.0, max=50.0, step=0.01, round=False),
+            Float("beta", 0.6, min=0.0, max=50.0, step=0.01, round=False),
+        ),
     )
 
     @classmethod
@@ -76,8 +95,13 @@ class BetaSamplingScheduler(Node):
 
 class SetFirstSigma(Node):
     schema = Schema(
-        "SetFirstSigma", category="sampling/custom_sampling/sigmas", outputs=(SIGMAS,),
-        inputs=(Typed("sigmas", "SIGMAS"), Float("sigma", 136.0, min=0.0, max=20000.0, step=0.001, round=False)),
+        "SetFirstSigma",
+        category="sampling/custom_sampling/sigmas",
+        outputs=(SIGMAS,),
+        inputs=(
+            Typed("sigmas", "SIGMAS"),
+            Float("sigma", 136.0, min=0.0, max=20000.0, step=0.001, round=False),
+        ),
     )
 
     @classmethod
@@ -88,8 +112,13 @@ class SetFirstSigma(Node):
 
 
 class BasicGuider(Node):
-    schema = Schema("BasicGuider", display_name="Basic Guider", category="sampling/custom_sampling/guiders",
-                    outputs=(GUIDER,), inputs=(Typed("model", "MODEL"), Typed("conditioning", "CONDITIONING")))
+    schema = Schema(
+        "BasicGuider",
+        display_name="Basic Guider",
+        category="sampling/custom_sampling/guiders",
+        outputs=(GUIDER,),
+        inputs=(Typed("model", "MODEL"), Typed("conditioning", "CONDITIONING")),
+    )
 
     @classmethod
     def execute(cls, model: Any, conditioning: Any) -> tuple[Guider]:
@@ -98,9 +127,16 @@ class BasicGuider(Node):
 
 class CFGGuider(Node):
     schema = Schema(
-        "CFGGuider", display_name="CFG Guider", category="sampling/custom_sampling/guiders", outputs=(GUIDER,),
-        inputs=(Typed("model", "MODEL"), Typed("positive", "CONDITIONING"), Typed("negative", "CONDITIONING"),
-                Float("cfg", 8.0, min=0.0, max=100.0, step=0.1, round=0.01)),
+        "CFGGuider",
+        display_name="CFG Guider",
+        category="sampling/custom_sampling/guiders",
+        outputs=(GUIDER,),
+        inputs=(
+            Typed("model", "MODEL"),
+            Typed("positive", "CONDITIONING"),
+            Typed("negative", "CONDITIONING"),
+            Float("cfg", 8.0, min=0.0, max=100.0, step=0.1, round=0.01),
+        ),
     )
 
     @classmethod
@@ -113,35 +149,78 @@ _SAMPLE_OUTPUTS = (Output("LATENT", "output"), Output("LATENT", "denoised_output
 
 class SamplerCustom(Node):
     schema = Schema(
-        "SamplerCustom", category="sampling/custom_sampling", outputs=_SAMPLE_OUTPUTS,
-        inputs=(Typed("model", "MODEL"), Boolean("add_noise", True),
-                Int("noise_seed", 0, min=0, max=SEED_MAX, control_after_generate=True),
-                Float("cfg", 8.0, min=0.0, max=100.0, step=0.1, round=0.01),
-                Typed("positive", "CONDITIONING"), Typed("negative", "CONDITIONING"), Typed("sampler", "SAMPLER"),
-                Typed("sigmas", "SIGMAS"), Typed("latent_image", "LATENT")),
+        "SamplerCustom",
+        category="sampling/custom_sampling",
+        outputs=_SAMPLE_OUTPUTS,
+        inputs=(
+            Typed("model", "MODEL"),
+            Boolean("add_noise", True),
+            Int("noise_seed", 0, min=0, max=SEED_MAX, control_after_generate=True),
+            Float("cfg", 8.0, min=0.0, max=100.0, step=0.1, round=0.01),
+            Typed("positive", "CONDITIONING"),
+            Typed("negative", "CONDITIONING"),
+            Typed("sampler", "SAMPLER"),
+            Typed("sigmas", "SIGMAS"),
+            Typed("latent_image", "LATENT"),
+        ),
     )
 
     @classmethod
-    def execute(cls, ctx: Ctx, model: Any, add_noise: bool, noise_seed: int, cfg: float, positive: Any,
-                negative: Any, sampler: SamplerChoice, sigmas: torch.Tensor,
-                latent_image: Mapping[str, Any]) -> tuple[Latent, Latent]:
+    def execute(
+        cls,
+        ctx: Ctx,
+        model: Any,
+        add_noise: bool,
+        noise_seed: int,
+        cfg: float,
+        positive: Any,
+        negative: Any,
+        sampler: SamplerChoice,
+        sigmas: torch.Tensor,
+        latent_image: Mapping[str, Any],
+    ) -> tuple[Latent, Latent]:
         noise = RandomNoise(noise_seed) if add_noise else EmptyNoise()
-        return run_sampling(ctx, Guider(model, positive, negative, cfg), sampler, sigmas, noise, latent_image,
-                            seed=noise_seed)
+        return run_sampling(
+            ctx, Guider(model, positive, negative, cfg), sampler, sigmas, noise, latent_image, seed=noise_seed
+        )
 
 
 class SamplerCustomAdvanced(Node):
     schema = Schema(
-        "SamplerCustomAdvanced", category="sampling/custom_sampling", outputs=_SAMPLE_OUTPUTS,
-        inputs=(Typed("noise", "NOISE"), Typed("guider", "GUIDER"), Typed("sampler", "SAMPLER"),
-                Typed("sigmas", "SIGMAS"), Typed("latent_image", "LATENT")),
+        "SamplerCustomAdvanced",
+        category="sampling/custom_sampling",
+        outputs=_SAMPLE_OUTPUTS,
+        inputs=(
+            Typed("noise", "NOISE"),
+            Typed("guider", "GUIDER"),
+            Typed("sampler", "SAMPLER"),
+            Typed("sigmas", "SIGMAS"),
+            Typed("latent_image", "LATENT"),
+        ),
     )
 
     @classmethod
-    def execute(cls, ctx: Ctx, noise: Any, guider: Guider, sampler: SamplerChoice, sigmas: torch.Tensor,
-                latent_image: Mapping[str, Any]) -> tuple[Latent, Latent]:
+    def execute(
+        cls,
+        ctx: Ctx,
+        noise: Any,
+        guider: Guider,
+        sampler: SamplerChoice,
+        sigmas: torch.Tensor,
+        latent_image: Mapping[str, Any],
+    ) -> tuple[Latent, Latent]:
         return run_sampling(ctx, guider, sampler, sigmas, noise, latent_image)
 
 
-NODES = (RandomNoiseNode, DisableNoise, KSamplerSelect, BasicScheduler, BetaSamplingScheduler, SetFirstSigma,
-         BasicGuider, CFGGuider, SamplerCustom, SamplerCustomAdvanced)
+NODES = (
+    RandomNoiseNode,
+    DisableNoise,
+    KSamplerSelect,
+    BasicScheduler,
+    BetaSamplingScheduler,
+    SetFirstSigma,
+    BasicGuider,
+    CFGGuider,
+    SamplerCustom,
+    SamplerCustomAdvanced,
+)

@@ -121,8 +121,16 @@ def compute_sigmas(model: Any, scheduler: str, steps: int, denoise: float = 1.0)
     return denoise_sigmas(model_sampling_of(model), scheduler, steps, denoise)
 
 
-def run_sampling(ctx: Ctx, guider: Guider, sampler: SamplerChoice, sigmas: torch.Tensor, noise: Any,
-                 latent: Mapping[str, Any], *, seed: int | None = None) -> tuple[Latent, Latent]:
+def run_sampling(
+    ctx: Ctx,
+    guider: Guider,
+    sampler: SamplerChoice,
+    sigmas: torch.Tensor,
+    noise: Any,
+    latent: Mapping[str, Any],
+    *,
+    seed: int | None = None,
+) -> tuple[Latent, Latent]:
     """Sample `latent` along `sigmas`; returns (output, denoised output) LATENT dicts (copies)."""
     from models.sampling import Interrupted as SamplingInterrupted
     from models.sampling import sample
@@ -156,30 +164,57 @@ def run_sampling(ctx: Ctx, guider: Guider, sampler: SamplerChoice, sigmas: torch
     controls = control_sampling.applications([guider.positive, guider.negative, *guider.conds.values()])
     encoded = control_sampling.encode_hints(ctx, controls, samples.shape[-2], samples.shape[-1])
     working = flux_step_working_bytes(ctx, model, samples, [guider.positive, guider.negative])
-    with use_models(ctx, model, *control_sampling.model_extra_modules(model, controls), working_bytes=working):
+    with use_models(
+        ctx, model, *control_sampling.model_extra_modules(model, controls), working_bytes=working
+    ):
         device = compute_device(ctx, model.module)
-        prepared = control_sampling.prepare(ctx, controls, samples.shape[-2], samples.shape[-1],
-                                            percent_to_sigma=model_sampling.percent_to_sigma, device=device,
-                                            encoded=encoded)
-        predictor = FluxPredictor(model.module, model.params, percent_to_sigma=model_sampling.percent_to_sigma,
-                                  device=device, controls=prepared, attention=control_sampling.ip_attention(model))
+        prepared = control_sampling.prepare(
+            ctx,
+            controls,
+            samples.shape[-2],
+            samples.shape[-1],
+            percent_to_sigma=model_sampling.percent_to_sigma,
+            device=device,
+            encoded=encoded,
+        )
+        predictor = FluxPredictor(
+            model.module,
+            model.params,
+            percent_to_sigma=model_sampling.percent_to_sigma,
+            device=device,
+            controls=prepared,
+            attention=control_sampling.ip_attention(model),
+        )
         positive: Any = prepare_conditioning(guider.positive)
         negative: Any = prepare_conditioning(guider.negative) if guider.negative is not None else None
         post_cfg = tuple(model.options.extras.get("post_cfg", ()))
         denoiser: Any = predictor
         if guider.build is not None:
             extra = {name: prepare_conditioning(c) for name, c in guider.conds.items()}
-            denoiser = guider.build(GuidanceInputs(predictor, positive, negative, extra, batch_conds, post_cfg,
-                                                   model_sampling))
+            denoiser = guider.build(
+                GuidanceInputs(predictor, positive, negative, extra, batch_conds, post_cfg, model_sampling)
+            )
             positive = negative = None
         try:
             x = sample(
-                denoiser, positive=positive, negative=negative, cfg=guider.cfg, batch_conds=batch_conds,
-                post_cfg=post_cfg, noise=noise_tensor,
-                latent_image=latent_in, sigmas=sigmas, sampler=sampler.name, sampler_options=sampler.options,
-                model_sampling=model_sampling, denoise_mask=latent.get("noise_mask"),
+                denoiser,
+                positive=positive,
+                negative=negative,
+                cfg=guider.cfg,
+                batch_conds=batch_conds,
+                post_cfg=post_cfg,
+                noise=noise_tensor,
+                latent_image=latent_in,
+                sigmas=sigmas,
+                sampler=sampler.name,
+                sampler_options=sampler.options,
+                model_sampling=model_sampling,
+                denoise_mask=latent.get("noise_mask"),
                 differential_diffusion=model.options.extras.get("differential_diffusion"),
-                noise_seed=noise.seed if seed is None else seed, callback=on_step, should_stop=ctx.should_stop)
+                noise_seed=noise.seed if seed is None else seed,
+                callback=on_step,
+                should_stop=ctx.should_stop,
+            )
         except SamplingInterrupted as exc:
             raise Interrupted(f"sampling interrupted in node {getattr(ctx, 'node_id', '?')}") from exc
     out["samples"] = process_out(x.float().cpu())
