@@ -10,6 +10,9 @@ pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
 .venv/bin/python -c "import torch" 2>/dev/null || pip install "torch==2.13.0"
 if [ "${1:-}" = "dev" ]; then
   pip install -r requirements-dev.txt
+  # API clients whose pins clash with ours get their own environment; tests drive a server with them.
+  [ -x .venv-clients/bin/python ] || "$PYTHON" -m venv .venv-clients
+  .venv-clients/bin/python -m pip --disable-pip-version-check -q install -r requirements-clients.txt
   # Browser tests drive Debian's chromium; install it when we can (root + apt), never download one.
   if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)) \

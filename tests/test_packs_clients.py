@@ -180,3 +180,34 @@ def test_comfyscript_virtual_mode_runs_pack_nodes(server, tmp_path):
     result = json.loads(line[len("RESULT ") :])
     assert result == {"sizes": [[8, 6]], "pixel": [245, 235, 225]}
     assert (root / "output" / "comfyscript_00001_.png").is_file()
+
+
+CLIENTS_PYTHON = ROOT / ".venv-clients" / "bin" / "python"
+
+
+@pytest.mark.skipif(not CLIENTS_PYTHON.exists(), reason="run scripts/bootstrap.sh dev: .venv-clients is missing")
+def test_comfy_catapult_runs_a_prompt_and_gets_its_history(server, tmp_path):
+    url, root = server
+    prompt = {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 64, "height": 48, "batch_size": 1, "color": 0x3366CC},
+        },
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "catapult"}},
+    }
+    path = tmp_path / "prompt.json"
+    path.write_text(json.dumps(prompt))
+    script = ROOT / "tests" / "clients" / "catapult_client.py"
+    done = subprocess.run(
+        [str(CLIENTS_PYTHON), str(script), url, str(path), "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    history = json.loads(done.stdout.strip().splitlines()[-1])
+    (image,) = history["outputs"]["2"]["images"]
+    assert image["filename"].startswith("catapult") and image["type"] == "output"
+    saved = root / "output" / image["subfolder"] / image["filename"]
+    with Image.open(saved) as picture:
+        assert picture.size == (64, 48) and picture.getpixel((5, 5)) == (0x33, 0x66, 0xCC)
