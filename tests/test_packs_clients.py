@@ -185,7 +185,9 @@ def test_comfyscript_virtual_mode_runs_pack_nodes(server, tmp_path):
 CLIENTS_PYTHON = ROOT / ".venv-clients" / "bin" / "python"
 
 
-@pytest.mark.skipif(not CLIENTS_PYTHON.exists(), reason="run scripts/bootstrap.sh dev: .venv-clients is missing")
+@pytest.mark.skipif(
+    not CLIENTS_PYTHON.exists(), reason="run scripts/bootstrap.sh dev: .venv-clients is missing"
+)
 def test_comfy_catapult_runs_a_prompt_and_gets_its_history(server, tmp_path):
     url, root = server
     prompt = {

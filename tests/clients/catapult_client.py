@@ -16,7 +16,9 @@ from comfy_catapult.catapult import ComfyCatapult
 
 async def run(url: str, prompt: dict, important: str) -> dict:
     async with ComfyAPIClient(url) as client, ComfyCatapult(comfy_client=client, debug_path=None) as catapult:
-        return await catapult.Catapult(job_id=str(uuid.uuid4()), prepared_workflow=prompt, important=[important])
+        return await catapult.Catapult(
+            job_id=str(uuid.uuid4()), prepared_workflow=prompt, important=[important]
+        )
 
 
 if __name__ == "__main__":
