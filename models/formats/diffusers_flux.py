@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-_TOP = {  # diffusers module -> BFL module (weight and bias)
+DIFFUSERS_TOP_MODULES = {  # diffusers module -> BFL module (weight and bias)
     "x_embedder": "img_in",
     "context_embedder": "txt_in",
     "time_text_embed.timestep_embedder.linear_1": "time_in.in_layer",
@@ -111,9 +111,11 @@ def diffusers_to_bfl_transformer(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
         module, param = _split_param(key)
         found = _match_block(module, 0)
         if found is None:
-            if module not in _TOP:
+            if module not in DIFFUSERS_TOP_MODULES:
                 raise ValueError(f"unknown diffusers FLUX transformer key {key!r}")
-            out[f"{_TOP[module]}.{param}"] = _swap_halves(tensor) if module == _SWAPPED else tensor
+            out[f"{DIFFUSERS_TOP_MODULES[module]}.{param}"] = (
+                _swap_halves(tensor) if module == _SWAPPED else tensor
+            )
             continue
         scope, m = found
         prefix, local = _BFL_BLOCK[scope].format(m.group(1)), module[m.end() :]
@@ -151,7 +153,7 @@ def _hidden_of(sd: Mapping[str, Tensor], prefix: str) -> int:
 
 def bfl_to_diffusers_transformer(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """BFL-layout FLUX transformer state dict (complete, or whole blocks) -> diffusers layout."""
-    top = {v: k for k, v in _TOP.items()}
+    top = {v: k for k, v in DIFFUSERS_TOP_MODULES.items()}
     out: dict[str, Tensor] = {}
     for key, tensor in sd.items():
         module, param = _split_param(key)

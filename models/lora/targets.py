@@ -22,6 +22,8 @@ from types import MappingProxyType
 import torch
 from torch import nn
 
+from models.formats.diffusers_flux import DIFFUSERS_TOP_MODULES
+
 CLIP_PREFIX = "clip_l."
 T5_PREFIX = "t5xxl."
 TEXT_PREFIXES = (CLIP_PREFIX, T5_PREFIX)
@@ -130,18 +132,7 @@ class LoraTargets:
 
 # --- diffusers module names -> BFL modules (shared by diffusers/PEFT, OneTrainer, SimpleTuner) ----
 
-_TOP = {
-    "x_embedder": "img_in",
-    "context_embedder": "txt_in",
-    "time_text_embed.timestep_embedder.linear_1": "time_in.in_layer",
-    "time_text_embed.timestep_embedder.linear_2": "time_in.out_layer",
-    "time_text_embed.guidance_embedder.linear_1": "guidance_in.in_layer",
-    "time_text_embed.guidance_embedder.linear_2": "guidance_in.out_layer",
-    "time_text_embed.text_embedder.linear_1": "vector_in.in_layer",
-    "time_text_embed.text_embedder.linear_2": "vector_in.out_layer",
-    "proj_out": "final_layer.linear",
-    "norm_out.linear": "final_layer.adaLN_modulation.1",
-}
+_TOP = DIFFUSERS_TOP_MODULES
 _DOUBLE = {
     "norm1.linear": ("img_mod.lin", None),
     "norm1_context.linear": ("txt_mod.lin", None),
