@@ -258,7 +258,7 @@ def test_lora_model_loader_patches_equal_the_trained_adapters():
 
 def test_dataset_folder_nodes_read_captions_and_repeats(app):
     from executor.schema import NodeContext
-    from nodes.training.datasets import LoadImageTextDataSetFromFolder
+    from nodes.training.folder_loaders import LoadImageTextDataSetFromFolder
 
     ctx = NodeContext("n", "p", app.services, progress=lambda *a: None, should_stop=lambda: False)
     out = LoadImageTextDataSetFromFolder.execute(ctx, "motif")

@@ -25,6 +25,8 @@ BUILTIN_MODULES = (
     "nodes.control.controlnet",
     "nodes.control.vision",
     "nodes.control.ipadapter",
+    "nodes.training.folder_loaders",
+    "nodes.training.dataset_transforms",
     "nodes.training.datasets",
     "nodes.training.train",
 )
