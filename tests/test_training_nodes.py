@@ -230,7 +230,7 @@ def test_lora_model_loader_patches_equal_the_trained_adapters():
     from models.patches import ModelHandle
     from models.tiny import TINY_FLUX_DEV, tiny_flux
     from models.training import Sample, TrainConfig, TrainingData, train
-    from nodes.training.train import LoraModelLoader
+    from nodes.training.lora_io import LoraModelLoader
 
     model = tiny_flux()
     gen = torch.Generator().manual_seed(0)

@@ -29,6 +29,8 @@ BUILTIN_MODULES = (
     "nodes.training.dataset_transforms",
     "nodes.training.datasets",
     "nodes.training.train",
+    "nodes.training.lora_io",
+    "nodes.training.loss_graph",
 )
 
 

@@ -1,5 +1,6 @@
-"""TrainLoraNode, LoraModelLoader, SaveLoRA and LossGraphNode (ComfyUI's names, inputs and outputs),
-plus FluxLoraTrainingOptions, the companion node for what ComfyUI's trainer lacks.
+"""TrainLoraNode (ComfyUI's name, inputs and outputs) plus FluxLoraTrainingOptions, the companion node
+for what ComfyUI's trainer lacks. Saving / applying the trained LoRA is in `lora_io`, the loss plot in
+`loss_graph`.
 
 TrainLoraNode runs `models.training.train` inside one node execution: a progress bar per step,
 the loss (raw, smoothed, fixed-timestep evaluation) pushed to the clients as `fluxloom.training`
@@ -11,20 +12,17 @@ saves LoRA + resume state and then interrupts the prompt.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from executor.errors import Interrupted
 from executor.schema import (
-    PROMPT_HIDDEN,
     SEED_MAX,
     Boolean,
     Combo,
@@ -43,13 +41,10 @@ from models.training.checkpoint import (
     TrainState,
     load_state,
     read_safetensors,
-    save_safetensors,
-    save_state,
     state_path_for,
     to_torch_dtype,
 )
 from models.training.config import LOSS_TARGETS, LR_SCHEDULES, TARGET_PRESETS, TIMESTEP_SAMPLINGS
-from models.training.export import lora_patches, to_key_style
 from models.training.validate import sample_latents
 from nodes.image.files import save_images
 from nodes.latent import vae_ops
@@ -57,19 +52,13 @@ from nodes.runtime.channel import CHANNEL
 from nodes.runtime.device import use_models
 from nodes.runtime.file_paths import folder_for, save_target
 from nodes.runtime.services import Ctx
+from nodes.training.lora_io import TrainedLora, write_lora
 
 log = logging.getLogger(__name__)
 
 NONE_LORA = "[None]"
 TRAINING = "model/training"
 MESSAGE = "fluxloom.training"
-
-
-class TrainedLora(dict):  # type: ignore[type-arg]
-    """LORA_MODEL: file-form tensors (ComfyUI keys) + the metadata and resume state to save with them."""
-
-    metadata: dict[str, str]
-    state: TrainState | None
 
 
 def _lora_choices(services: Any) -> list[str]:
@@ -345,122 +334,4 @@ class TrainLoraNode(Node):
         return NodeOutput.of(lora, loss_map, total_steps, ui=ui)
 
 
-def write_lora(path: Path, lora: Mapping[str, torch.Tensor]) -> Path:
-    """The LoRA file (atomic) and, when the LoRA carries one, its resume state beside it."""
-    metadata = dict(getattr(lora, "metadata", {}) or {})
-    save_safetensors(path, to_key_style(lora, metadata.get("fluxloom.key_style", "comfyui")), metadata)
-    state = getattr(lora, "state", None)
-    if state is not None:
-        save_state(state_path_for(path), state)
-    return path
-
-
-class LoraModelLoader(Node):
-    schema = Schema(
-        "LoraModelLoader", display_name="Load LoRA Model", category="model/loaders", experimental=True,
-        inputs=(Typed("model", "MODEL", tooltip="The diffusion model the LoRA will be applied to."),
-                Typed("lora", "LORA_MODEL", tooltip="The LoRA model to apply to the diffusion model."),
-                Float("strength_model", 1.0, min=-100.0, max=100.0,
-                      tooltip="How strongly to modify the diffusion model. This value can be negative."),
-                Boolean("bypass", False, tooltip="Apply as forward-time adapters instead of editing weights.")),
-        outputs=(Output("MODEL", "model", tooltip="The modified diffusion model."),),
-    )  # fmt: skip
-
-    @classmethod
-    def execute(cls, model: ModelHandle, lora: Mapping[str, torch.Tensor], strength_model: float,
-                bypass: bool = False) -> tuple[ModelHandle]:  # fmt: skip
-        if strength_model == 0:
-            return (model,)
-        out = model.with_patches(*lora_patches(lora, strength_model, source="trained LoRA"))
-        if bypass:
-            from models.patching import BYPASS_OPTION
-
-            out = out.with_options(extras={**dict(out.options.extras), BYPASS_OPTION: True})
-        return (out,)
-
-
-class SaveLoRA(Node):
-    schema = Schema(
-        "SaveLoRA", display_name="Save LoRA Weights", category="model/loaders", experimental=True,
-        is_output_node=True,
-        inputs=(Typed("lora", "LORA_MODEL", tooltip="The LoRA model to save."),
-                String("prefix", "loras/ComfyUI_trained_lora", tooltip="The prefix to use for the saved LoRA file."),
-                Int("steps", optional=True, min=0, max=2**31 - 1,
-                    tooltip="Optional: the number of steps the LoRA was trained for, used in the file name.")),
-        outputs=(),
-    )  # fmt: skip
-
-    @classmethod
-    def execute(
-        cls, ctx: Ctx, lora: Mapping[str, torch.Tensor], prefix: str, steps: int | None = None
-    ) -> NodeOutput:
-        target = save_target(folder_for(ctx.services.settings, "output"), prefix)
-        middle = f"_{steps}_steps" if steps is not None else ""
-        path = target.folder / f"{target.name}{middle}_{target.counter:05}_.safetensors"
-        write_lora(path, lora)
-        log.info("saved LoRA %s", path)
-        sub = f"{target.subfolder}/" if target.subfolder else ""
-        return NodeOutput.of(ui={"text": [f"{sub}{path.name}"]})
-
-
-def draw_loss_graph(loss_map: Mapping[str, Any], width: int = 800, height: int = 480) -> Image.Image:
-    """Raw loss (grey), exponential moving average (blue) and evaluation loss points (red)."""
-    values = [float(v) for v in loss_map["loss"]]
-    margin = 48
-    img = Image.new("RGB", (width + margin, height + margin), "white")
-    draw = ImageDraw.Draw(img)
-    evals = [(int(s), float(v)) for s, v in loss_map.get("eval", [])]
-    every = values + [v for _, v in evals]
-    low, high = min(every), max(every)
-    span = (high - low) or 1.0
-
-    def point(i: float, v: float) -> tuple[int, int]:
-        x = margin + int(i / max(len(values) - 1, 1) * (width - 1))
-        return x, int((height - 1) - (v - low) / span * (height - 1))
-
-    smoothed, ema = [], values[0]
-    for v in values:
-        ema = 0.9 * ema + 0.1 * v
-        smoothed.append(ema)
-    if len(values) > 1:
-        draw.line([point(i, v) for i, v in enumerate(values)], fill=(180, 180, 180), width=1)
-        draw.line([point(i, v) for i, v in enumerate(smoothed)], fill="blue", width=2)
-    for s, v in evals:
-        x, y = point(s - 1, v)
-        draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill="red")
-    draw.line([(margin, 0), (margin, height)], fill="black", width=2)
-    draw.line([(margin, height), (width + margin, height)], fill="black", width=2)
-    draw.text((2, 0), f"{high:.3g}", fill="black")
-    draw.text((2, height - 12), f"{low:.3g}", fill="black")
-    draw.text((width // 2, height + 16), f"steps (1..{len(values)})", fill="black")
-    return img
-
-
-class LossGraphNode(Node):
-    schema = Schema(
-        "LossGraphNode", display_name="Plot Loss Graph", category=TRAINING, experimental=True, is_output_node=True,
-        inputs=(Typed("loss", "LOSS_MAP", tooltip="Loss map from training node."),
-                String("filename_prefix", "loss_graph", tooltip="Prefix for the saved loss graph image.")),
-        outputs=(), hidden=PROMPT_HIDDEN,
-    )  # fmt: skip
-
-    @classmethod
-    def execute(cls, ctx: Ctx, loss: Mapping[str, Any], filename_prefix: str, prompt: Any = None,
-                extra_pnginfo: Any = None) -> NodeOutput:  # fmt: skip
-        if not loss.get("loss"):
-            raise ValueError("the loss map is empty")
-        img = draw_loss_graph(loss)
-        image = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)[None]
-        results = save_images(
-            image,
-            folder_for(ctx.services.settings, "temp"),
-            filename_prefix,
-            folder_type="temp",
-            compress_level=1,
-            prompt=prompt,
-            extra_pnginfo=extra_pnginfo,
-        )
-        return NodeOutput.of(ui={"images": results, "loss": [json.dumps(loss["loss"][-1])]})
-
-
-NODES = (TrainLoraNode, FluxLoraTrainingOptions, LoraModelLoader, SaveLoRA, LossGraphNode)
+NODES = (TrainLoraNode, FluxLoraTrainingOptions)
