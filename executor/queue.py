@@ -25,46 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from .history import HistoryTables, dumps, plain_number, split_sensitive
+from .queue_schema import crash_status, create_or_migrate
 
 log = logging.getLogger(__name__)
 
 QUEUE_FILE = "queue.sqlite3"
 MAX_CRASHED_ATTEMPTS = 2
-_SCHEMA_VERSION = 2
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS queue (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    prompt_id TEXT UNIQUE NOT NULL,
-    number REAL NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending',
-    prompt TEXT NOT NULL,
-    extra_data TEXT NOT NULL,
-    outputs TEXT NOT NULL,
-    create_time INTEGER,
-    workflow_id TEXT,
-    start_time INTEGER,
-    attempts INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS history (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    prompt_id TEXT UNIQUE NOT NULL,
-    number REAL NOT NULL,
-    item TEXT NOT NULL,
-    outputs TEXT NOT NULL,
-    status TEXT NOT NULL,
-    meta TEXT NOT NULL,
-    job_status TEXT NOT NULL,
-    create_time INTEGER,
-    workflow_id TEXT,
-    start_time INTEGER,
-    end_time INTEGER,
-    outputs_count INTEGER NOT NULL DEFAULT 0,
-    previewable_count INTEGER NOT NULL DEFAULT 0,
-    preview_output TEXT,
-    execution_error TEXT
-);
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-"""
 
 
 class QueueStoreError(RuntimeError):
@@ -123,10 +89,7 @@ class PromptQueue(HistoryTables):
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a process crash loses nothing
-            version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
-            self._db.executescript(_SCHEMA)
-            self._migrate(version)
-            self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+            create_or_migrate(self._db)
             failed = self._fail_poison_prompts()
             recovered = self._db.execute(
                 "UPDATE queue SET state='pending', start_time=NULL WHERE state='running'"
@@ -142,36 +105,6 @@ class PromptQueue(HistoryTables):
         if recovered:
             log.info("re-queued %d prompt(s) that were running when the server stopped", recovered)
 
-    def _migrate(self, version: int) -> None:
-        """Bring a queue file written by an older version up to this schema."""
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(queue)")}
-        if "attempts" not in columns:
-            self._db.execute("ALTER TABLE queue ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
-        if version < 2:
-            self._scrub_non_finite()
-
-    def _scrub_non_finite(self) -> None:
-        """Version 1 stored NaN/Infinity sent by clients, which made history unreadable as JSON; they
-        become null (numbers: 0)."""
-        tables = (
-            ("queue", ("prompt", "extra_data", "outputs")),
-            ("history", ("item", "outputs", "status", "meta", "preview_output", "execution_error")),
-        )
-        with self._transaction() as db:
-            for table, columns in tables:
-                where = " OR ".join(f"{c} LIKE '%NaN%' OR {c} LIKE '%Infinity%'" for c in columns)
-                rows = db.execute(f"SELECT seq, {', '.join(columns)} FROM {table} WHERE {where}").fetchall()
-                for seq, *texts in rows:
-                    values = [
-                        None if t is None else dumps(json.loads(t, parse_constant=lambda _: None))
-                        for t in texts
-                    ]
-                    assignments = ", ".join(f"{c}=?" for c in columns)
-                    db.execute(f"UPDATE {table} SET {assignments} WHERE seq=?", (*values, seq))
-                db.execute(
-                    f"UPDATE {table} SET number=0 WHERE number > 1.7976931348623157e308 OR number < -1.7976931348623157e308"
-                )
-
     def _fail_poison_prompts(self) -> list[tuple[str, int]]:
         """Move prompts that were running during MAX_CRASHED_ATTEMPTS crashes in a row to history."""
         failed: list[tuple[str, int]] = []
@@ -183,33 +116,7 @@ class PromptQueue(HistoryTables):
             ).fetchall()
             for row in rows:
                 prompt_id, attempts = row[1], int(row[7])
-                message = (
-                    f"The server stopped unexpectedly (crashed or was killed, e.g. out of memory) while "
-                    f"this prompt was running, {attempts} times in a row; it was not run again."
-                )
-                now = int(time.time() * 1000)
-                status = {
-                    "status_str": "error",
-                    "completed": False,
-                    "messages": [
-                        ["execution_start", {"prompt_id": prompt_id, "timestamp": row[8] or now}],
-                        [
-                            "execution_error",
-                            {
-                                "prompt_id": prompt_id,
-                                "node_id": None,
-                                "node_type": None,
-                                "executed": [],
-                                "exception_message": message,
-                                "exception_type": "ServerCrashedWhileRunning",
-                                "traceback": [],
-                                "current_inputs": {},
-                                "current_outputs": [],
-                                "timestamp": now,
-                            },
-                        ],
-                    ],
-                }
+                status = crash_status(prompt_id, attempts, row[8])
                 db.execute("DELETE FROM queue WHERE prompt_id=?", (prompt_id,))
                 self._record(db, self._item(row[:5]).as_list(), (row[5], row[6]), status, {}, {})
                 failed.append((prompt_id, attempts))

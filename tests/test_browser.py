@@ -10,16 +10,14 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from PIL import Image
+
+from tests.live_server import live_server
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -48,12 +46,6 @@ def console_problem(text: str, where: str, origin: str) -> str | None:
     if text.startswith(NOT_FOUND) and url.netloc == origin and url.path in TOLERATED_404_PATHS:
         return None
     return f"console error: {text} ({where})"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def image_invert_workflow(filename: str) -> dict:
@@ -108,34 +100,13 @@ def image_invert_workflow(filename: str) -> dict:
 
 @pytest.fixture
 def server(tmp_path):
-    port = free_port()
     dirs = {name: tmp_path / name for name in ("models", "input", "output", "temp", "user", "custom_nodes")}
-    for path in dirs.values():
-        path.mkdir()
-    log = open(tmp_path / "server.log", "w")
-    args = [sys.executable, str(ROOT / "main.py"), "serve", "--port", str(port)]
+    flags: list[str] = []
     for name, path in dirs.items():
-        args += [f"--{name.replace('_', '-')}-dir", str(path)]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(url + "api/system_stats", timeout=2):
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                log.close()
-                pytest.fail(f"server did not start:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.2)
-    yield url, dirs
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        path.mkdir()
+        flags += [f"--{name.replace('_', '-')}-dir", str(path)]
+    with live_server(flags, tmp_path / "server.log", startup_s=60) as url:
+        yield url, dirs
 
 
 def test_canvas_shows_flux_graph_and_runs_a_workflow(server, tmp_path):

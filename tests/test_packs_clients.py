@@ -7,12 +7,10 @@ import asyncio
 import base64
 import io
 import json
-import socket
 import struct
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.request
 from pathlib import Path
 
@@ -20,54 +18,21 @@ import aiohttp
 import pytest
 from PIL import Image
 
+from tests.live_server import live_server
 from tests.pack_server import PACKS
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("packs_server")
-    port = free_port()
-    args = [
-        sys.executable,
-        str(ROOT / "main.py"),
-        "serve",
-        "--port",
-        str(port),
-        "--custom-nodes-dir",
-        str(PACKS),
-    ]
+    flags = ["--custom-nodes-dir", str(PACKS)]
     for name in ("models", "input", "output", "temp", "user"):
         (root / name).mkdir()
-        args += [f"--{name}-dir", str(root / name)]
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(url + "api/system_stats", timeout=2):
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                log.close()
-                pytest.fail(f"server did not start:\n{(root / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.2)
-    yield url, root
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        flags += [f"--{name}-dir", str(root / name)]
+    with live_server(flags, root / "server.log", startup_s=90) as url:
+        yield url, root
 
 
 def get_json(url: str) -> object:
