@@ -2,138 +2,27 @@
 
 Each class has ComfyUI's `INPUT_TYPES`, `RETURN_TYPES`, `FUNCTION` and method signature (e.g.
 `CLIPTextEncode().encode(clip, text)`) and runs our node of the same id through the registry, inside
-the running node's context (or a detached one at import time). `SaveImage`/`PreviewImage` are written
-out so subclasses can change `output_dir`, `type`, `prefix_append` and `compress_level` as in ComfyUI.
+the running node's context (or a detached one at import time). The call signatures are in
+`core_signatures`; `SaveImage`/`PreviewImage`, written out for subclassing, in `core_save_nodes`.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-import secrets
-import string
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from executor.schema import COMBO, Input, NodeContext, NodeOutput, Schema
 
+from .core_save_nodes import PreviewImage, SaveImage
+from .core_signatures import SIGNATURES
 from .host import HOST, settings
 from .missing import MissingComfyFeature
 
 log = logging.getLogger(__name__)
 
 _CACHE: dict[str, Any] = {}
-
-# node id -> (FUNCTION, positional parameter order, parameter defaults, fallback RETURN_TYPES)
-SIGNATURES: dict[str, tuple[str, tuple[str, ...], dict[str, Any], tuple[str, ...]]] = {
-    "LoadImage": ("load_image", ("image",), {}, ("IMAGE", "MASK")),
-    "LoadImageMask": ("load_image", ("image", "channel"), {}, ("MASK",)),
-    "ImageScale": ("upscale", ("image", "upscale_method", "width", "height", "crop"), {}, ("IMAGE",)),
-    "ImageScaleBy": ("upscale", ("image", "upscale_method", "scale_by"), {}, ("IMAGE",)),
-    "ImageInvert": ("invert", ("image",), {}, ("IMAGE",)),
-    "ImageBatch": ("batch", ("image1", "image2"), {}, ("IMAGE",)),
-    "ImageCrop": ("crop", ("image", "width", "height", "x", "y"), {}, ("IMAGE",)),
-    "ImagePadForOutpaint": (
-        "expand_image",
-        ("image", "left", "top", "right", "bottom", "feathering"),
-        {},
-        ("IMAGE", "MASK"),
-    ),
-    "EmptyImage": (
-        "generate",
-        ("width", "height", "batch_size", "color"),
-        {"batch_size": 1, "color": 0},
-        ("IMAGE",),
-    ),
-    "EmptyLatentImage": ("generate", ("width", "height", "batch_size"), {"batch_size": 1}, ("LATENT",)),
-    "EmptySD3LatentImage": ("generate", ("width", "height", "batch_size"), {"batch_size": 1}, ("LATENT",)),
-    "LatentUpscale": ("upscale", ("samples", "upscale_method", "width", "height", "crop"), {}, ("LATENT",)),
-    "LatentUpscaleBy": ("upscale", ("samples", "upscale_method", "scale_by"), {}, ("LATENT",)),
-    "SetLatentNoiseMask": ("set_mask", ("samples", "mask"), {}, ("LATENT",)),
-    "VAEEncode": ("encode", ("vae", "pixels"), {}, ("LATENT",)),
-    "VAEDecode": ("decode", ("vae", "samples"), {}, ("IMAGE",)),
-    "CLIPTextEncode": ("encode", ("clip", "text"), {}, ("CONDITIONING",)),
-    "ConditioningCombine": ("combine", ("conditioning_1", "conditioning_2"), {}, ("CONDITIONING",)),
-    "ConditioningZeroOut": ("zero_out", ("conditioning",), {}, ("CONDITIONING",)),
-    "ConditioningSetTimestepRange": ("set_range", ("conditioning", "start", "end"), {}, ("CONDITIONING",)),
-    "ConditioningSetArea": (
-        "append",
-        ("conditioning", "width", "height", "x", "y", "strength"),
-        {},
-        ("CONDITIONING",),
-    ),
-    "FluxGuidance": ("append", ("conditioning", "guidance"), {}, ("CONDITIONING",)),
-    "InpaintModelConditioning": (
-        "encode",
-        ("positive", "negative", "pixels", "vae", "mask", "noise_mask"),
-        {"noise_mask": True},
-        ("CONDITIONING", "CONDITIONING", "LATENT"),
-    ),
-    "CheckpointLoaderSimple": ("load_checkpoint", ("ckpt_name",), {}, ("MODEL", "CLIP", "VAE")),
-    "UNETLoader": ("load_unet", ("unet_name", "weight_dtype"), {"weight_dtype": "default"}, ("MODEL",)),
-    "VAELoader": ("load_vae", ("vae_name",), {}, ("VAE",)),
-    "DualCLIPLoader": (
-        "load_clip",
-        ("clip_name1", "clip_name2", "type", "device"),
-        {"device": "default"},
-        ("CLIP",),
-    ),
-    "CLIPLoader": (
-        "load_clip",
-        ("clip_name", "type", "device"),
-        {"type": "flux", "device": "default"},
-        ("CLIP",),
-    ),
-    "LoraLoader": (
-        "load_lora",
-        ("model", "clip", "lora_name", "strength_model", "strength_clip"),
-        {},
-        ("MODEL", "CLIP"),
-    ),
-    "LoraLoaderModelOnly": ("load_lora_model_only", ("model", "lora_name", "strength_model"), {}, ("MODEL",)),
-    "KSampler": (
-        "sample",
-        (
-            "model",
-            "seed",
-            "steps",
-            "cfg",
-            "sampler_name",
-            "scheduler",
-            "positive",
-            "negative",
-            "latent_image",
-            "denoise",
-        ),
-        {"denoise": 1.0},
-        ("LATENT",),
-    ),
-    "KSamplerAdvanced": (
-        "sample",
-        (
-            "model",
-            "add_noise",
-            "noise_seed",
-            "steps",
-            "cfg",
-            "sampler_name",
-            "scheduler",
-            "positive",
-            "negative",
-            "latent_image",
-            "start_at_step",
-            "end_at_step",
-            "return_with_leftover_noise",
-        ),
-        {},
-        ("LATENT",),
-    ),
-    "SolidMask": ("solid", ("value", "width", "height"), {}, ("MASK",)),
-    "InvertMask": ("invert", ("mask",), {}, ("MASK",)),
-    "MaskToImage": ("mask_to_image", ("mask",), {}, ("IMAGE",)),
-    "ImageToMask": ("image_to_mask", ("image", "channel"), {}, ("MASK",)),
-}
 
 
 def registry() -> Any:
@@ -282,75 +171,6 @@ def v1_class(node_id: str) -> type:
     cls = type(node_id, (), attrs)
     _CACHE[key] = cls
     return cls
-
-
-def _random_suffix() -> str:
-    return "".join(secrets.choice(string.ascii_lowercase) for _ in range(5))
-
-
-class SaveImage:
-    """ComfyUI's SaveImage: PNGs with the prompt and workflow embedded, in `self.output_dir`."""
-
-    RETURN_TYPES: tuple[str, ...] = ()
-    FUNCTION = "save_images"
-    OUTPUT_NODE = True
-    CATEGORY = "image"
-    DESCRIPTION = "Saves the input images to your ComfyUI output directory."
-
-    def __init__(self) -> None:
-        from . import folder_paths
-
-        self.output_dir = folder_paths.get_output_directory()
-        self.type = "output"
-        self.prefix_append = ""
-        self.compress_level = 4
-
-    @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {
-            "required": {
-                "images": ("IMAGE", {"tooltip": "The images to save."}),
-                "filename_prefix": ("STRING", {"default": "ComfyUI"}),
-            },
-            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
-        }
-
-    def save_images(
-        self, images: Any, filename_prefix: str = "ComfyUI", prompt: Any = None, extra_pnginfo: Any = None
-    ) -> dict[str, Any]:
-        from nodes.image.files import save_images
-
-        if getattr(settings(), "disable_metadata", False):
-            prompt, extra_pnginfo = None, None
-        results = save_images(
-            images,
-            Path(self.output_dir),
-            filename_prefix + self.prefix_append,
-            folder_type=self.type,
-            compress_level=self.compress_level,
-            prompt=prompt,
-            extra_pnginfo=extra_pnginfo,
-        )
-        return {"ui": {"images": results}}
-
-
-class PreviewImage(SaveImage):
-    """ComfyUI's PreviewImage: like SaveImage, into the temp folder with a random suffix."""
-
-    def __init__(self) -> None:
-        from . import folder_paths
-
-        self.output_dir = folder_paths.get_temp_directory()
-        self.type = "temp"
-        self.prefix_append = "_temp_" + _random_suffix()
-        self.compress_level = 1
-
-    @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {
-            "required": {"images": ("IMAGE",)},
-            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
-        }
 
 
 def common_ksampler(

@@ -141,9 +141,14 @@ ComfyTypeIO = ComfyType
 ComfyTypeI = ComfyType
 
 
+def _socket(io_type: str, name: str) -> type:
+    """A plain socket type (no widget): a ComfyType subclass named `name` bound to `io_type`."""
+    return comfytype(io_type)(type(name, (ComfyType,), {}))
+
+
 def Custom(io_type: str) -> type:
     """A type of a pack's own (`io.Custom("MY_TYPE")`)."""
-    return comfytype(io_type)(type(io_type, (ComfyType,), {}))
+    return _socket(io_type, io_type)
 
 
 class _Number(WidgetInput):
@@ -314,10 +319,6 @@ class MultiCombo(ComfyType):
 
         def as_dict(self) -> dict[str, Any]:
             return super().as_dict() | {"multi_select": True}
-
-
-def _socket(io_type: str, name: str) -> type:
-    return comfytype(io_type)(type(name, (ComfyType,), {}))
 
 
 Image = _socket("IMAGE", "Image")
