@@ -6,7 +6,8 @@ from .adapters import AdapterSet, attach, create, lora_state_dict, target_module
 from .checkpoint import TrainState, atomic_write, load_state, save_state, state_path_for
 from .config import TrainConfig, TrainConfigError
 from .data import Sample, TrainingData, load_shards, save_shards
-from .loop import StepReport, TrainResult, evaluation_loss, train
+from .loop import StepReport, TrainResult, train
+from .step import evaluation_loss
 
 __all__ = [
     "AdapterSet",
