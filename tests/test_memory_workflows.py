@@ -78,3 +78,21 @@ def test_workflows_under_a_tight_budget_match_the_unlimited_images(
     assert any("streams" in r.getMessage() for r in caplog.records)
     for prefix, data in unlimited[0].items():
         assert images[prefix] == data, f"{prefix}: different image under a {budget / 1e6:.2f} MB budget"
+
+
+def test_main_py_run_under_the_tight_budget_saves_the_same_images(
+    demo_models_dir,
+    input_dir,  # noqa: F811
+    unlimited,
+    tmp_path,
+):
+    """The same through the command line a user runs: `main.py run --vram-limit GB`."""
+    from tests.test_workflows import run_cli
+
+    workflow = tmp_path / "all.json"
+    workflow.write_text(json.dumps(merge({n.removesuffix(".json"): shrink(load(n)) for n in EXPECTED})))
+    limit = f"{(WORKING + ROOM) / GB:.9f}"
+    saved = run_cli(workflow, demo_models_dir, input_dir, tmp_path / "out", "--vram-limit", limit)
+    by_name = {p.name: p.read_bytes() for p in saved}
+    for prefix, data in unlimited[0].items():
+        assert by_name[f"{prefix}_00001_.png"] == data, f"{prefix}: different image from main.py run"

@@ -1,6 +1,6 @@
 """ComfyUI's official FLUX.1 templates (comfyui-workflow-templates-json) run headless on the demo models.
 
-Each UI-format template is converted as the canvas would and run through the executor unchanged,
+Each UI-format template is converted as the canvas would and run by `python main.py run` unchanged,
 except that model and image names point at the tiny demo files and sizes and steps are small
 (`shrink`). Two FLUX.1 templates need models outside FLUX itself and are not run here: the depth
 LoRA example estimates depth with Lotus, and the USO example needs ModelPatchLoader.
@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 from PIL import Image
 
-from tests.test_workflows import HEIGHT, WIDTH, run_in_process, shrink
+from tests.test_workflows import HEIGHT, WIDTH, merge, run_cli, shrink
 
 TEMPLATES = importlib.resources.files("comfyui_workflow_templates_json") / "templates"
 RUN = (
@@ -84,14 +83,29 @@ def write_input_image(path: Path) -> None:
     (image if path.suffix.lower() == ".png" else image.convert("RGB")).save(path)
 
 
-@pytest.mark.parametrize("name", RUN)
-def test_official_template_runs(name, demo_models_dir, tmp_path):
+def test_official_templates_run_through_main_py_run(demo_models_dir, tmp_path):
+    """All eleven merged into one API prompt and run by `python main.py run`, as a user would run them."""
     inputs = tmp_path / "input"
     inputs.mkdir()
-    prompt = template_prompt(name, inputs)
-    run_in_process(prompt, demo_models_dir, inputs, tmp_path / "out")
-    images = sorted((tmp_path / "out").rglob("*.png"))
-    assert images, f"{name}: no image saved"
-    for path in images:
+    prompts = {}
+    for name in RUN:
+        tag = name.removesuffix(".json").replace(".", "_")
+        prompt = template_prompt(name, inputs)
+        for node in prompt.values():
+            if node["class_type"] == "SaveImage":
+                node["inputs"]["filename_prefix"] = tag
+        prompts[tag] = prompt
+    merged = merge(prompts)
+    workflow = tmp_path / "templates.json"
+    workflow.write_text(json.dumps(merged))
+    temp = tmp_path / "temp"
+    saved = run_cli(workflow, demo_models_dir, inputs, tmp_path / "out", "--temp-dir", str(temp))
+    assert len(saved) == sum(n["class_type"] == "SaveImage" for n in merged.values())
+    previews = sorted(temp.rglob("*.png"))  # OneReward shows its results in PreviewImage nodes only
+    assert len(previews) == sum(n["class_type"] == "PreviewImage" for n in merged.values())
+    for tag, prompt in prompts.items():
+        if any(n["class_type"] == "SaveImage" for n in prompt.values()):
+            assert any(p.name.startswith(f"{tag}_") for p in saved), f"{tag}: no image saved"
+    for path in saved + previews:
         pixels = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
-        assert pixels.std() > 1.0, f"{name}: {path.name} is flat"
+        assert pixels.std() > 1.0, f"{path.name} is flat"
