@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import urllib.request
 from pathlib import Path
@@ -154,6 +155,12 @@ def test_canvas_shows_flux_graph_and_runs_a_workflow(server, tmp_path):
             page.wait_for_function("window.app?.graph?._nodes?.length > 0", timeout=40_000)
             assert sorted(page.evaluate("window.app.graph._nodes.map(n => n.type)")) == sorted(default_types)
             page.screenshot(path=str(tmp_path / "first_run.png"))
+            # Our sidebar tab lists the node packs that loaded and failed.
+            # (this frontend's sidebar shows few buttons; open the tab through its workspace store)
+            page.evaluate("window.app.extensionManager.sidebarTab.toggleSidebarTab('fluxloom-node-packs')")
+            summary = page.locator('[data-fluxloom-packs="summary"]')
+            summary.wait_for(timeout=10_000)
+            assert re.fullmatch(r"\d+ loaded, \d+ failed", summary.inner_text()), summary.inner_text()
 
             page.evaluate(
                 "workflow => window.app.loadGraphData(workflow)", image_invert_workflow(upload.json()["name"])
