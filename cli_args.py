@@ -112,6 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a workflow file headless and print the files it saved",
     )
     run.add_argument("workflow", type=Path, help="API JSON, UI JSON, or a PNG with an embedded workflow")
+    run.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run in N processes under torchrun, one per GPU (gloo on the CPU): data-parallel "
+        "training, batch_size per process; only the first process saves files",
+    )
 
     sub.add_parser(
         "demo-models",

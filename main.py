@@ -110,6 +110,15 @@ def load_workflow(path: Path, registry: Any = None, services: Any = None) -> dic
 
 
 def command_run(settings: Settings, workflow: Path) -> int:
+    """Run a workflow headless; under torchrun as one rank of a data-parallel run (cli_distributed)."""
+    from cli_distributed import data_parallel
+
+    with data_parallel(settings) as (rank, rank_settings):
+        return _run_workflow(rank_settings, workflow, quiet=rank != 0)
+
+
+def _run_workflow(settings: Settings, workflow: Path, *, quiet: bool) -> int:
+    """quiet: print errors only, no progress, warnings or saved files (data-parallel ranks other than 0)."""
     from cli_progress import ProgressBars, saved_files
     from executor.errors import Interrupted, NodeExecutionError, PromptValidationError
 
@@ -123,7 +132,7 @@ def command_run(settings: Settings, workflow: Path) -> int:
         return 2
     for line in (
         PromptValidationError({"message": "skipped"}, validated.node_errors).lines()
-        if validated.node_errors
+        if validated.node_errors and not quiet
         else ()
     ):
         print(f"warning: {line}", file=sys.stderr)
@@ -133,7 +142,7 @@ def command_run(settings: Settings, workflow: Path) -> int:
                 validated,
                 prompt,
                 prompt_id=str(uuid.uuid4()),
-                sink=bars,
+                sink=None if quiet else bars,
                 extra_data={"extra_pnginfo": {"workflow": ui_workflow} if ui_workflow else {}},
             )
         except NodeExecutionError as exc:
@@ -142,8 +151,18 @@ def command_run(settings: Settings, workflow: Path) -> int:
         except Interrupted:
             print("interrupted", file=sys.stderr)
             return 130
-    for path in saved_files(result.outputs, settings):
-        print(path)
+    memory = app.services.memory
+    if memory is not None:
+        budget = memory.budget()
+        log.info(
+            "device memory: peak %d bytes of models resident (budget %s), %d bytes moved in",
+            memory.stats.peak_bytes,
+            "unlimited" if budget is None else f"{budget} bytes",
+            memory.stats.bytes_moved,
+        )
+    if not quiet:
+        for path in saved_files(result.outputs, settings):
+            print(path)
     return 0
 
 
@@ -271,6 +290,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = settings_from_args(args)
     command = args.command or "serve"
     if command == "run":
+        from cli_distributed import launch, under_torchrun
+
+        if args.nproc > 1 and not under_torchrun():
+            return launch(sys.argv[1:] if argv is None else argv, args.nproc)
         return command_run(settings, args.workflow)
     if command == "demo-models":
         from models.tiny import write_demo_models

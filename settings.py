@@ -30,6 +30,9 @@ class Settings:
     cache_bytes: int = 4 << 30  # budget for cached node outputs held between prompts
     preview_max_size: int = 512
     disable_metadata: bool = False  # saved PNGs carry no prompt/workflow chunks (ComfyUI's flag)
+    # Set on the ranks other than 0 of a data-parallel run (torchrun): what their nodes save goes
+    # here (a folder deleted at exit), so only rank 0's files reach output/ and temp/.
+    scratch_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:

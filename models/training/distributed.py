@@ -1,5 +1,10 @@
 """Data-parallel LoRA training under torchrun: one process per device, DDP, rank 0 writes.
 
+The recommended entry point is the workflow itself: `python main.py run train.json --nproc N`
+(cli_distributed.py) runs a training graph in N processes, each taking its slice of every global
+batch. This module trains from a saved dataset without a graph, and its `setup` joins the process
+group for both:
+
     torchrun --nproc_per_node 2 -m models.training.distributed \\
         --model weights/diffusion_models/flux1-dev.safetensors --dataset output/datasets/my_set \\
         --config train.json --out output/loras/my_lora

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from nodes.runtime.file_paths import UnsafePathError, safe_resolve, save_target, split_annotation
+from nodes.runtime.file_paths import UnsafePathError, safe_resolve, save_folder, save_target, split_annotation
 
 from .missing import module_getattr
 
@@ -57,8 +57,8 @@ def reset_from_services(services: Any) -> None:
         settings = Settings()
     models_dir = str(Path(settings.models_dir).resolve())
     base_path = str(Path(models_dir).parent)
-    output_directory = str(Path(settings.output_dir).resolve())
-    temp_directory = str(Path(settings.temp_dir).resolve())
+    output_directory = str(save_folder(settings, "output").resolve())  # a scratch folder on ranks > 0
+    temp_directory = str(save_folder(settings, "temp").resolve())
     input_directory = str(Path(settings.input_dir).resolve())
     user_directory = str(Path(settings.user_dir).resolve())
     folder_names_and_paths.clear()

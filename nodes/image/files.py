@@ -32,6 +32,7 @@ from nodes.runtime.file_paths import (
     list_input_images,
     resolve_annotated,
     safe_resolve,
+    save_folder,
     save_target,
     split_annotation,
 )
@@ -282,7 +283,7 @@ class SaveImage(Node):
         prompt: Any = None,
         extra_pnginfo: Any = None,
     ) -> NodeOutput:
-        root = folder_for(_settings(ctx), "output")
+        root = save_folder(_settings(ctx), "output")
         prompt, extra_pnginfo = _embedded(ctx, prompt, extra_pnginfo)
         results = save_images(
             images,
@@ -316,7 +317,7 @@ class PreviewImage(Node):
     def execute(
         cls, ctx: Ctx, images: torch.Tensor, prompt: Any = None, extra_pnginfo: Any = None
     ) -> NodeOutput:
-        root = folder_for(_settings(ctx), "temp")
+        root = save_folder(_settings(ctx), "temp")
         prompt, extra_pnginfo = _embedded(ctx, prompt, extra_pnginfo)
         results = save_images(
             images,

@@ -23,7 +23,7 @@ from executor.schema import PROMPT_HIDDEN, Node, NodeOutput, Schema, String, Typ
 from models.lora.bake import checkpoint_state, unshared
 from models.patches import ClipHandle, ModelHandle, VaeHandle
 from nodes.lora.merge import base_tensors
-from nodes.runtime.file_paths import save_target
+from nodes.runtime.file_paths import save_folder, save_target
 from nodes.runtime.services import Ctx
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def write_checkpoint(
     ctx: Ctx, filename_prefix: str, state: dict[str, torch.Tensor], metadata: dict[str, str]
 ) -> Path:
     """`state` saved as the next `<prefix>_NNNNN_.safetensors` under the output folder."""
-    target = save_target(ctx.services.settings.output_dir, filename_prefix)
+    target = save_target(save_folder(ctx.services.settings, "output"), filename_prefix)
     path = target.folder / target.filename(target.counter, 0, "safetensors")
     save_file(unshared(state), str(path), metadata=metadata)
     log.info("saved %d tensors to %s", len(state), path)

@@ -31,6 +31,13 @@ def folder_for(settings: Any, kind: str) -> Path:
     return Path(getattr(settings, f"{kind}_dir"))
 
 
+def save_folder(settings: Any, kind: str) -> Path:
+    """Where nodes save files of a folder type: `folder_for`, or on a data-parallel rank other than 0
+    its scratch folder (`Settings.scratch_dir`), so each file reaches the user once (from rank 0)."""
+    scratch = getattr(settings, "scratch_dir", None)
+    return folder_for(settings, kind) if scratch is None else Path(scratch) / kind
+
+
 def _is_absolute(relative: str) -> bool:
     # Windows forms too ("C:\\x", "\\\\server\\x"): a prompt may come from any client.
     return (

@@ -19,7 +19,7 @@ from executor.schema import Combo, Int, Node, NodeOutput, Output, Schema, String
 from models.training.data import is_dataset_folder, load_shards, save_shards
 from nodes.conditioning.flux import encode_text
 from nodes.latent import vae_ops
-from nodes.runtime.file_paths import folder_for, safe_resolve
+from nodes.runtime.file_paths import folder_for, safe_resolve, save_folder
 from nodes.runtime.services import Ctx
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,8 @@ class SaveTrainingDataset(Node):
         shard_size: list[int],
     ) -> NodeOutput:  # fmt: skip
         _check_pairs(latents, conditioning)
-        root = datasets_root(ctx.services.settings)
+        # output/datasets; on data-parallel ranks other than 0 their scratch folder
+        root = save_folder(ctx.services.settings, "output") / "datasets"
         root.mkdir(parents=True, exist_ok=True)
         folder = safe_resolve(root, folder_name[0], what="folder_name")
         if folder == root.resolve():

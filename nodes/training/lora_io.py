@@ -13,7 +13,7 @@ from executor.schema import Boolean, Float, Int, Node, NodeOutput, Output, Schem
 from models.patches import ModelHandle
 from models.training.checkpoint import TrainState, save_safetensors, save_state, state_path_for
 from models.training.export import lora_patches, to_key_style
-from nodes.runtime.file_paths import folder_for, save_target
+from nodes.runtime.file_paths import save_folder, save_target
 from nodes.runtime.services import Ctx
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class SaveLoRA(Node):
     def execute(
         cls, ctx: Ctx, lora: Mapping[str, torch.Tensor], prefix: str, steps: int | None = None
     ) -> NodeOutput:
-        target = save_target(folder_for(ctx.services.settings, "output"), prefix)
+        target = save_target(save_folder(ctx.services.settings, "output"), prefix)
         middle = f"_{steps}_steps" if steps is not None else ""
         path = target.folder / f"{target.name}{middle}_{target.counter:05}_.safetensors"
         write_lora(path, lora)

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 
 from executor.schema import PROMPT_HIDDEN, Node, NodeOutput, Schema, String, Typed
 from nodes.image.files import save_images
-from nodes.runtime.file_paths import folder_for
+from nodes.runtime.file_paths import save_folder
 from nodes.runtime.services import Ctx
 
 TRAINING = "model/training"
@@ -68,7 +68,7 @@ class LossGraphNode(Node):
         image = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)[None]
         results = save_images(
             image,
-            folder_for(ctx.services.settings, "temp"),
+            save_folder(ctx.services.settings, "temp"),
             filename_prefix,
             folder_type="temp",
             compress_level=1,

@@ -35,6 +35,7 @@ from executor.schema import (
     String,
     Typed,
 )
+from models.memory.working import attention_on_cpu
 from models.patches import ModelHandle
 from models.training import Sample, StepReport, TrainConfig, TrainingData, TrainResult, train
 from models.training.checkpoint import (
@@ -45,12 +46,13 @@ from models.training.checkpoint import (
     to_torch_dtype,
 )
 from models.training.config import LOSS_TARGETS, LR_SCHEDULES, TARGET_PRESETS, TIMESTEP_SAMPLINGS
+from models.training.memory_plan import plan_training_memory
 from models.training.validate import sample_latents
 from nodes.image.files import save_images
 from nodes.latent import vae_ops
 from nodes.runtime.channel import CHANNEL
 from nodes.runtime.device import use_models
-from nodes.runtime.file_paths import folder_for, save_target
+from nodes.runtime.file_paths import save_folder, save_target
 from nodes.runtime.services import Ctx
 from nodes.training.lora_io import TrainedLora, write_lora
 
@@ -158,6 +160,25 @@ def _algorithm_of(tensors: Mapping[str, torch.Tensor]) -> tuple[str, int, float]
     raise ValueError("existing_lora holds no LoRA / LoHa / LoKr tensors")
 
 
+def _fit_budget(
+    ctx: Ctx, modules: list[torch.nn.Module], data: TrainingData, cfg: TrainConfig
+) -> tuple[TrainConfig, int]:
+    """The config (gradient checkpointing turned on when the budget needs it) and the working memory
+    to declare, so that the memory manager streams blocks when the model and the training do not fit."""
+    memory = ctx.services.memory
+    device = memory.device if memory is not None else next(modules[0].parameters()).device
+    plan = plan_training_memory(
+        modules,
+        data.samples,
+        cfg,
+        budget=memory.budget() if memory is not None else None,
+        attention_matrix=attention_on_cpu(device),
+    )
+    if plan.reason:
+        log.info("TrainLoraNode: %s: gradient checkpointing on, blocks stream as needed", plan.reason)
+    return cfg.replace(gradient_checkpointing=plan.gradient_checkpointing), plan.working_bytes
+
+
 def _jpeg(image: torch.Tensor) -> bytes:
     arr = (image[0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     buf = io.BytesIO()
@@ -192,7 +213,8 @@ class TrainLoraNode(Node):
             Boolean("gradient_checkpointing", True, tooltip="Recompute block activations in the backward pass."),
             Int("checkpoint_depth", 1, min=1, max=5, tooltip="Accepted for compatibility; whole blocks are "
                 "checkpointed."),
-            Boolean("offloading", False, tooltip="Accepted; weight placement is the memory manager's job."),
+            Boolean("offloading", False, tooltip="Accepted; when the model and the training memory do not fit "
+                    "the device budget, blocks stream from CPU memory by themselves (checkpointed)."),
             Combo("existing_lora", _lora_choices, NONE_LORA,
                   tooltip="Continue a LoRA; with its .state.safetensors beside it, resume exactly."),
             Boolean("bucket_mode", False, tooltip="Accepted; equal-size samples are always batched together."),
@@ -262,7 +284,7 @@ class TrainLoraNode(Node):
         settings = ctx.services.settings
         # periodic saves and the save on interrupt go here
         target = save_target(
-            folder_for(settings, "output"), str(opts.get("checkpoint_prefix", "loras/ComfyUI_trained_lora"))
+            save_folder(settings, "output"), str(opts.get("checkpoint_prefix", "loras/ComfyUI_trained_lora"))
         )
         checkpoint_dir, checkpoint_name = target.folder, target.name
         validation_images: list[torch.Tensor] = []
@@ -303,7 +325,13 @@ class TrainLoraNode(Node):
             ctx.report_progress(step, cfg.steps, _jpeg(image))
 
         modules = [handle.module] + ([] if inference.module is handle.module else [inference.module])
-        with use_models(ctx, *modules):
+        cfg, working_bytes = _fit_budget(ctx, modules, data, cfg)
+        with use_models(ctx, *modules, working_bytes=working_bytes):
+            memory = ctx.services.memory
+            if memory is not None and memory.is_streamed(handle.module) and not cfg.gradient_checkpointing:
+                # other models in use left less room than planned; streaming needs checkpointing
+                log.info("TrainLoraNode: the transformer streams: gradient checkpointing turned on")
+                cfg = cfg.replace(gradient_checkpointing=True)
             result: TrainResult = train(
                 handle.module, data, cfg, resume=resume, checkpoint_dir=checkpoint_dir if cfg.save_every else None,
                 checkpoint_name=checkpoint_name, eval_samples=eval_samples, on_step=on_step, on_validate=on_validate,
@@ -326,7 +354,7 @@ class TrainLoraNode(Node):
         if validation_images:
             ui["images"] = save_images(
                 torch.cat(validation_images),
-                folder_for(settings, "temp"),
+                save_folder(settings, "temp"),
                 "fluxloom_validation",
                 folder_type="temp",
                 compress_level=1,
