@@ -7,7 +7,6 @@ random-weight checkpoints.
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cli_args import parse_args, settings_from_args
+from executor.heap import settle_heap
 from settings import Settings
 
 log = logging.getLogger("fluxloom")
@@ -123,6 +123,7 @@ def _run_workflow(settings: Settings, workflow: Path, *, quiet: bool) -> int:
     from executor.errors import Interrupted, NodeExecutionError, PromptValidationError
 
     app = build_app(settings)
+    settle_heap()
     prompt, ui_workflow = read_workflow(workflow, app.registry, app.services)
     try:
         validated = app.executor.validate(prompt)
@@ -266,10 +267,7 @@ def command_serve(settings: Settings) -> int:
     # The worker thread is CPU-bound between GPU calls; with the default 5 ms GIL switch interval every
     # syscall of a request handler can wait that long for the GIL. 1 ms keeps p99 API latency low.
     sys.setswitchinterval(0.001)
-    # Everything built so far (libraries, registry, node packs) lives as long as the process: moved out of
-    # the collector's sight, a full collection during a big prompt scans that prompt's objects, not them.
-    gc.collect()
-    gc.freeze()
+    settle_heap()  # everything built so far lives as long as the process
     for line in startup_banner(settings):
         print(line, flush=True)
     try:

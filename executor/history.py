@@ -145,15 +145,17 @@ class HistoryTables:
     def _record(
         self,
         db: sqlite3.Connection,
-        item: list[Any],
+        prompt_id: str,
+        number: float,
+        item: str,
         columns: tuple[Any, Any],
         status: Mapping[str, Any],
         outputs: Mapping[str, Any],
         meta: Mapping[str, Any],
     ) -> None:
-        """Insert one finished prompt (`item` = the 5-tuple; `columns` = create_time, workflow_id)."""
+        """Insert one finished prompt (`item` = JSON text of the 5-tuple, whose second element is
+        `prompt_id`; `columns` = create_time, workflow_id)."""
         summary = job_summary(status, outputs)
-        prompt_id = item[1]
         db.execute("DELETE FROM history WHERE prompt_id=?", (prompt_id,))
         db.execute(
             "INSERT INTO history(prompt_id, number, item, outputs, status, meta, job_status, create_time,"
@@ -161,8 +163,8 @@ class HistoryTables:
             " execution_error) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 prompt_id,
-                float(item[0]),
-                dumps(item),
+                number,
+                item,
                 dumps(dict(outputs)),
                 dumps(dict(status)),
                 dumps(dict(meta)),

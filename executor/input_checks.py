@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -65,11 +66,11 @@ def _coerce(spec: Input, value: Any) -> Any:
 def _check_literal(spec: Input, value: Any, self_validated: bool) -> tuple[Any, dict[str, Any] | None]:
     """Coerce a literal and check range / choices. Returns (value, error or None)."""
     name = spec.name
-    config = {"input_name": name, "received_value": shown(value)}
     if spec.type in _COERCE:
         try:
             value = _coerce(spec, value)
         except (TypeError, ValueError, OverflowError) as exc:
+            config = {"input_name": name, "received_value": shown(value)}
             return value, error(
                 "invalid_input_type",
                 f"Failed to convert an input value to a {spec.type} value",
@@ -78,6 +79,7 @@ def _check_literal(spec: Input, value: Any, self_validated: bool) -> tuple[Any, 
             )
         if self_validated or spec.type not in (INT, FLOAT):
             return value, None
+        config = {"input_name": name, "received_value": shown(value)}
         if spec.min is not None and value < spec.min:
             return value, error(
                 "value_smaller_than_min",
@@ -101,6 +103,7 @@ def _check_literal(spec: Input, value: Any, self_validated: bool) -> tuple[Any, 
     ):
         options = spec.options
         if value not in options:
+            config = {"input_name": name, "received_value": shown(value)}
             listed = list(options) if len(options) <= 20 else None
             preview = list(options[:20]) + (["..."] if len(options) > 20 else [])
             return value, error(
@@ -113,6 +116,7 @@ def _check_literal(spec: Input, value: Any, self_validated: bool) -> tuple[Any, 
     return value, None
 
 
+@functools.cache  # a handful of type names, asked once per literal input
 def _link_only(type_name: str) -> bool:
     parts = [t.strip() for t in type_name.split(",")]
     return all(t in LINK_ONLY_TYPES for t in parts)
@@ -123,8 +127,10 @@ def _undeclared_input_errors(
 ) -> list[dict[str, Any]]:
     """Inputs the node does not declare: refused when their key is not Unicode text or they link to a
     node that is not in the prompt (or to an output it does not have); otherwise left alone."""
-    declared = {s.name for s in schema.inputs} | {h.name for h in schema.hidden}
+    declared = schema.declared_names
     errors: list[dict[str, Any]] = []
+    if declared.issuperset(node.inputs):
+        return errors
     for name, value in node.inputs.items():
         if name in declared:
             continue

@@ -9,6 +9,7 @@ but the metadata of a type-4 preview frame is a shape like the others and is bui
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -166,6 +167,15 @@ def node_state(
 def progress_state(prompt_id: str, nodes: Mapping[str, Mapping[str, Any]]) -> Message:
     """Every node that is not pending, by node id (the frontend replaces its whole map with this)."""
     return "progress_state", {"prompt_id": prompt_id, "nodes": dict(nodes)}
+
+
+def progress_state_text(prompt_id: str, encoded_entries: Iterable[str]) -> str:
+    """The JSON text of the `progress_state` message (type and data) from entries already encoded as
+    `"<node id>": {...}`: a sink re-sends the same finished entries many times and encodes each once."""
+    return (
+        f'{{"type": "progress_state", "data": {{"prompt_id": {json.dumps(prompt_id)}, '
+        f'"nodes": {{{", ".join(encoded_entries)}}}}}}}'
+    )
 
 
 def preview_metadata(prompt_id: str, node_id: str, display_node: str | None) -> dict[str, Any]:

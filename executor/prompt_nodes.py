@@ -83,8 +83,10 @@ def parse_prompt(prompt: Any) -> dict[str, PromptNode]:
     nodes: dict[str, PromptNode] = {}
     problems: dict[str, Any] = {}
     for raw_id, raw in prompt.items():
-        node_id = str(raw_id)
-        if not utf8_safe(node_id) or (isinstance(raw, Mapping) and not utf8_safe(str(raw.get("class_type")))):
+        node_id = raw_id if type(raw_id) is str else str(raw_id)
+        # `type(x) is dict or isinstance(...)`: the ABC check alone costs more than the rest of a node
+        is_mapping = type(raw) is dict or isinstance(raw, Mapping)
+        if not utf8_safe(node_id) or (is_mapping and not utf8_safe(str(raw.get("class_type")))):
             problems[shown(node_id.encode("utf-8", "backslashreplace").decode(), 100)] = {
                 "errors": [
                     error(
@@ -97,7 +99,7 @@ def parse_prompt(prompt: Any) -> dict[str, PromptNode]:
                 "class_type": None,
             }
             continue
-        if not isinstance(raw, Mapping) or not isinstance(raw.get("class_type"), str):
+        if not is_mapping or not isinstance(raw.get("class_type"), str):
             problems[shown(node_id, 100)] = {
                 "errors": [
                     error(
@@ -111,14 +113,14 @@ def parse_prompt(prompt: Any) -> dict[str, PromptNode]:
             }
             continue
         raw_inputs = raw.get("inputs") or {}
-        if not isinstance(raw_inputs, Mapping):
+        if type(raw_inputs) is not dict and not isinstance(raw_inputs, Mapping):
             raw_inputs = {}
         inputs = {
             k if type(k) is str else str(k): (to_link(v) or v) if type(v) is list else v
             for k, v in raw_inputs.items()
         }
         meta = raw.get("_meta")
-        title = meta.get("title") if isinstance(meta, Mapping) else None
+        title = meta.get("title") if meta is not None and isinstance(meta, Mapping) else None
         nodes[node_id] = PromptNode(node_id, raw["class_type"], inputs, title)
     if problems:
         raise PromptValidationError(

@@ -69,10 +69,14 @@ class PromptRun:
         self.ready: list[str] = []
         self.expanding: dict[str, list[NodeOutput]] = {}
         self.display: dict[str, str] = {}  # expanded node -> node shown in the UI
+        self.types: dict[str, NodeType] = {}
 
     # --- setup ---------------------------------------------------------------------------------
     def _type(self, node_id: str) -> NodeType:
-        return self.registry[self.nodes[node_id].class_type]
+        node_type = self.types.get(node_id)
+        if node_type is None:  # looked up once per node: the run asks several times per node
+            node_type = self.types[node_id] = self.registry[self.nodes[node_id].class_type]
+        return node_type
 
     def _fingerprint(self, node_id: str) -> Any:
         node_type = self._type(node_id)
@@ -190,9 +194,10 @@ class PromptRun:
                 raise Interrupted(f"interrupted in node {node_id}") from exc
             self._fail(node_id, node_type, inputs, exc)
         self.result.ran.append(node_id)
-        if any(call.expand for call in calls):
-            self._expand(node_id, calls)
-            return
+        for call in calls:
+            if call.expand:
+                self._expand(node_id, calls)
+                return
         self._store(node_id, node_type, calls)
 
     def _fail(self, node_id: str, node_type: NodeType, inputs: dict[str, list[Any]], exc: Exception) -> None:
@@ -288,9 +293,12 @@ class PromptRun:
         )
         if node_type.schema.is_input_list:
             return [node_type.invoke(ctx, inputs)]
-        if any(len(v) == 0 for v in inputs.values()):
+        lengths = {len(v) for v in inputs.values()}
+        if lengths <= {1}:  # the common case: one value per input, one call
+            return [node_type.invoke(ctx, {k: v[0] for k, v in inputs.items()})]
+        if 0 in lengths:
             return []  # an upstream list output was empty: nothing to map over
-        count = max((len(v) for v in inputs.values()), default=1)
+        count = max(lengths)
         return [
             node_type.invoke(ctx, {k: v[i] if i < len(v) else v[-1] for k, v in inputs.items()})
             for i in range(count)

@@ -51,6 +51,9 @@ class QueueItem:
     extra_data: dict[str, Any]
     outputs_to_execute: tuple[str, ...]
     sensitive: dict[str, Any] = field(default_factory=dict, repr=False)
+    # The prompt as stored (JSON text): the executor's validation memo key, so the worker finds the
+    # route's validation without serialising the prompt again.
+    prompt_text: str = field(default="", repr=False, compare=False)
 
     def as_list(self) -> list[Any]:
         """`[number, prompt_id, prompt, extra_data, outputs_to_execute]` as served by /queue and /history."""
@@ -73,6 +76,13 @@ def _workflow_id(extra_data: Mapping[str, Any]) -> str | None:
     return None if workflow_id is None else str(workflow_id)
 
 
+def _item_text(row: tuple[Any, ...]) -> str:
+    """The stored columns (number, prompt_id, prompt, extra_data, outputs texts) as the JSON text of
+    ComfyUI's 5-tuple, without parsing the prompt: history keeps it as written."""
+    number, prompt_id, prompt, extra, outputs = row
+    return f"[{json.dumps(plain_number(number))},{json.dumps(prompt_id)},{prompt},{extra},{outputs}]"
+
+
 class PromptQueue(HistoryTables):
     """Pending/running prompts and finished history in one SQLite file; safe to share between threads."""
 
@@ -82,6 +92,8 @@ class PromptQueue(HistoryTables):
         self._lock = threading.RLock()
         self._ready = threading.Condition(self._lock)
         self._sensitive: dict[str, dict[str, Any]] = {}
+        # Items queued by this process, as given: `get` hands them out without parsing the stored text.
+        self._live: dict[str, QueueItem] = {}
         self._wakeups = 0
         self._closed = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,7 +130,7 @@ class PromptQueue(HistoryTables):
                 prompt_id, attempts = row[1], int(row[7])
                 status = crash_status(prompt_id, attempts, row[8])
                 db.execute("DELETE FROM queue WHERE prompt_id=?", (prompt_id,))
-                self._record(db, self._item(row[:5]).as_list(), (row[5], row[6]), status, {}, {})
+                self._record(db, row[1], row[0], _item_text(row[:5]), (row[5], row[6]), status, {}, {})
                 failed.append((prompt_id, attempts))
         return failed
 
@@ -159,12 +171,14 @@ class PromptQueue(HistoryTables):
         extra_data: Mapping[str, Any],
         outputs_to_execute: Iterable[str],
         front: bool = False,
+        *,
+        prompt_text: str | None = None,
     ) -> Queued:
         """Queue a prompt; `number` None takes the next counter value (negated with `front`).
 
         Lower numbers run first. Returns the number and the queue size counted in the same transaction
         (a status sent from it cannot be overtaken by the worker). Raises ValueError if `prompt_id` is
-        already queued.
+        already queued. `prompt_text` is `dumps(prompt)` when the caller has it already.
         """
         if number is not None:
             try:
@@ -178,6 +192,8 @@ class PromptQueue(HistoryTables):
         create_time = public.get("create_time")
         if not isinstance(create_time, (int, float)) or isinstance(create_time, bool):
             create_time = None
+        text = dumps(prompt) if prompt_text is None else prompt_text
+        outputs = tuple(outputs_to_execute)
         with self._transaction() as db:
             if db.execute("SELECT 1 FROM queue WHERE prompt_id=?", (prompt_id,)).fetchone():
                 raise ValueError(f"prompt {prompt_id} is already queued")
@@ -190,9 +206,9 @@ class PromptQueue(HistoryTables):
                 (
                     prompt_id,
                     float(number),
-                    dumps(prompt),
+                    text,
                     dumps(public),
-                    dumps(list(outputs_to_execute)),
+                    dumps(list(outputs)),
                     None if create_time is None else int(create_time),
                     workflow_id,
                 ),
@@ -200,6 +216,9 @@ class PromptQueue(HistoryTables):
             remaining = int(db.execute("SELECT COUNT(*) FROM queue").fetchone()[0])
             if secret:
                 self._sensitive[prompt_id] = secret
+            self._live[prompt_id] = QueueItem(
+                plain_number(number), prompt_id, dict(prompt), public, outputs, secret, text
+            )
             self._ready.notify_all()
         return Queued(plain_number(number), remaining)
 
@@ -212,6 +231,7 @@ class PromptQueue(HistoryTables):
             json.loads(extra),
             tuple(json.loads(outputs)),
             dict(self._sensitive.get(prompt_id, {})),
+            prompt,
         )
 
     def get(self, timeout: float | None = None) -> QueueItem | None:
@@ -227,20 +247,26 @@ class PromptQueue(HistoryTables):
                     return None
                 with self._transaction() as db:
                     row = db.execute(
-                        "SELECT number, prompt_id, prompt, extra_data, outputs FROM queue WHERE state='pending'"
-                        " ORDER BY number, seq LIMIT 1"
+                        "SELECT prompt_id FROM queue WHERE state='pending' ORDER BY number, seq LIMIT 1"
                     ).fetchone()
                     if row is not None:
                         db.execute(
                             "UPDATE queue SET state='running', start_time=?, attempts=attempts+1"
                             " WHERE prompt_id=?",
-                            (int(time.time() * 1000), row[1]),
+                            (int(time.time() * 1000), row[0]),
                         )
-                        return self._item(row)
+                        live = self._live.get(row[0])
+                        return live if live is not None else self._read_item(db, row[0])
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if self._wakeups != wakeups or (remaining is not None and remaining <= 0):
                     return None
                 self._ready.wait(remaining)
+
+    def _read_item(self, db: sqlite3.Connection, prompt_id: str) -> QueueItem:
+        row = db.execute(
+            "SELECT number, prompt_id, prompt, extra_data, outputs FROM queue WHERE prompt_id=?", (prompt_id,)
+        ).fetchone()
+        return self._item(row)
 
     def wake(self) -> None:
         """Make a `get` that is waiting return None (so its caller can look at other work)."""
@@ -301,7 +327,7 @@ class PromptQueue(HistoryTables):
                 for p in ids
             )
         for p in ids:
-            self._sensitive.pop(p, None)
+            self._forget(p)
         return deleted
 
     def clear_pending(self) -> int:
@@ -309,8 +335,12 @@ class PromptQueue(HistoryTables):
             ids = [r[0] for r in db.execute("SELECT prompt_id FROM queue WHERE state='pending'")]
             db.execute("DELETE FROM queue WHERE state='pending'")
         for p in ids:
-            self._sensitive.pop(p, None)
+            self._forget(p)
         return len(ids)
+
+    def _forget(self, prompt_id: str) -> None:
+        self._sensitive.pop(prompt_id, None)
+        self._live.pop(prompt_id, None)
 
     # --- history -------------------------------------------------------------------------------
     def task_done(
@@ -330,8 +360,10 @@ class PromptQueue(HistoryTables):
             if row is None:
                 raise KeyError(f"prompt {prompt_id} is not in the queue")
             db.execute("DELETE FROM queue WHERE prompt_id=?", (prompt_id,))
-            self._record(db, self._item(row[:5]).as_list(), (row[5], row[6]), status, outputs, meta or {})
-        self._sensitive.pop(prompt_id, None)
+            self._record(
+                db, row[1], row[0], _item_text(row[:5]), (row[5], row[6]), status, outputs, meta or {}
+            )
+        self._forget(prompt_id)
 
     @property
     def closed(self) -> bool:

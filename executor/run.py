@@ -22,7 +22,7 @@ from .registry import NodeRegistry
 class Executor:
     """Runs prompts against one registry, reusing outputs across prompts through an OutputCache."""
 
-    memo_size = 16
+    memo_size = 32  # entries: a prompt takes two (the route's targets and the queued outputs)
 
     def __init__(
         self,
@@ -36,27 +36,37 @@ class Executor:
         self.cache = cache if cache is not None else OutputCache()
         self.hooks = hooks or NullHooks()
         self.services = services
-        self._memo: dict[str, ValidatedPrompt] = {}  # recent prompts, insertion-ordered (LRU)
+        self._memo: dict[
+            tuple[str, tuple[str, ...] | None], ValidatedPrompt
+        ] = {}  # recent prompts, insertion-ordered (LRU)
         self._memo_lock = threading.Lock()
 
-    def validate(self, prompt: Any, targets: Iterable[str] | None = None) -> ValidatedPrompt:
-        """Validate a prompt; a prompt seen recently re-checks only its volatile nodes."""
+    def validate(
+        self, prompt: Any, targets: Iterable[str] | None = None, *, text: str | None = None
+    ) -> ValidatedPrompt:
+        """Validate a prompt; a prompt seen recently re-checks only its volatile nodes.
+
+        `text` is the prompt's JSON text when the caller has it (the queue stores it): the memo key.
+        """
         targets = None if targets is None else tuple(targets)
-        try:
-            # The prompt's text as the key: the same prompt submitted again (or read back from the queue by
-            # the worker) comes in the same key order, and sorting keys would double the cost.
-            key = json.dumps([prompt, targets])
-        except (TypeError, ValueError):  # not JSON (e.g. built in code with objects): validate every time
-            return validate_prompt(prompt, self.registry, services=self.services, targets=targets)
+        if text is None:
+            try:
+                # The same prompt submitted again (or read back from the queue) comes in the same key
+                # order, so its text is a key; sorting keys would double the cost.
+                text = json.dumps(prompt, separators=(",", ":"))
+            except (TypeError, ValueError):  # not JSON (e.g. built in code with objects): validate every time
+                return validate_prompt(prompt, self.registry, services=self.services, targets=targets)
         with self._memo_lock:
-            hit = self._memo.get(key)
+            hit = self._memo.get((text, targets))
         if hit is not None and still_valid(hit, self.registry, services=self.services):
             with self._memo_lock:
-                self._memo[key] = self._memo.pop(key, hit)
+                self._memo[(text, targets)] = self._memo.pop((text, targets), hit)
             return hit
         validated = validate_prompt(prompt, self.registry, services=self.services, targets=targets)
         with self._memo_lock:
-            self._memo[key] = validated
+            self._memo[(text, targets)] = validated
+            # The worker asks again with the outputs the queue stored as its targets: same nodes, same order.
+            self._memo[(text, validated.outputs)] = validated
             while len(self._memo) > self.memo_size:
                 self._memo.pop(next(iter(self._memo)))
         return validated

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, ClassVar, Generic, TypeVar
 
 # Literal-valued ("widget") types; everything else is a socket type carried by links.
@@ -161,9 +162,15 @@ class Schema:
                 return spec
         return None
 
-    @property
+    # Cached: schemas never change after construction, and the engine asks for these once per node run.
+    @cached_property
     def lazy_inputs(self) -> frozenset[str]:
         return frozenset(i.name for i in self.inputs if i.lazy)
+
+    @cached_property
+    def declared_names(self) -> frozenset[str]:
+        """Every input and hidden input name."""
+        return frozenset(i.name for i in self.inputs) | frozenset(h.name for h in self.hidden)
 
     @property
     def has_dynamic_options(self) -> bool:

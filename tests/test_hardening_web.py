@@ -66,8 +66,11 @@ async def test_json_size_limit_and_the_interpreter_digit_limit(tmp_path, monkeyp
         response = await client.post("/queue", data=b'{"delete": ["' + b"x" * 2000 + b'"]}')
         assert response.status == 413 and "at most 1000" in (await response.json())["error"]
     assert helpers.parse_json(b"[" * 100 + b"]" * 100) is not None
-    with pytest.raises(helpers.BadRequest, match="101 deep"):
+    with pytest.raises(helpers.BadRequest, match="more than 100 levels deep"):
         helpers.parse_json(b"[" * 101 + b"]" * 101)
+    with pytest.raises(helpers.BadRequest, match="nests arrays/objects"):  # beyond the parser's own limit
+        helpers.parse_json(b"[" * 200_000 + b"]" * 200_000)
+    assert helpers.nesting_depth({"a": [{"b": []}], "c": 1}, 100) == 4
     assert helpers.parse_json(b'["[[[[", {"a": "]]]]\\"[["}]') == [
         "[[[[",
         {"a": ']]]]"[['},

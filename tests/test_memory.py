@@ -245,3 +245,24 @@ def test_t5_and_clip_stacks_nested_in_transformers_models_stream_their_blocks():
         assert memory.stats.peak_bytes <= budget
         memory.free_all()
         assert all(not m._forward_pre_hooks for m in model.modules())
+
+
+def test_node_scope_turns_grad_off_and_names_the_node_on_out_of_memory():
+    from executor.errors import OutOfMemory
+    from models.memory import DeviceMemoryError
+    from nodes.runtime.hooks import TorchNodeHooks
+
+    hooks = TorchNodeHooks()
+    assert torch.is_grad_enabled()
+    with hooks.around_node("7", "KSampler"):
+        assert not torch.is_grad_enabled()
+    assert torch.is_grad_enabled()  # restored after the node
+    with pytest.raises(OutOfMemory, match=r"node 7 \(KSampler\) ran out of device memory.*--reserve-vram"):
+        with hooks.around_node("7", "KSampler"):
+            raise torch.OutOfMemoryError("CUDA out of memory")
+    with pytest.raises(OutOfMemory, match=r"^node 8 \(VAEDecode\): needs 3 GB"):
+        with hooks.around_node("8", "VAEDecode"):
+            raise DeviceMemoryError("needs 3 GB")
+    with pytest.raises(ValueError), hooks.around_node("9", "X"):
+        raise ValueError("other errors pass through")
+    assert torch.is_grad_enabled()

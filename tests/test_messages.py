@@ -112,3 +112,21 @@ def test_execute_hands_the_raw_prompt_to_prompt_hidden_inputs():
     validated = executor.validate(raw)
     result = executor.execute(validated, raw, prompt_id="p")
     assert result.outputs["9"]["prompt"] == [raw]
+
+
+def test_progress_state_text_is_the_message_the_frontend_parses():
+    import json
+
+    nodes = {
+        "1": messages.node_state("p", "1", "finished", 1, 1, None),
+        'odd "id" é': messages.node_state("p", 'odd "id" é', "running", 0.5, 4, "9"),
+    }
+    entries = [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in nodes.items()]
+    kind, data = messages.progress_state("p", nodes)
+    text = messages.progress_state_text("p", entries)
+    assert text == json.dumps({"type": kind, "data": data})
+    assert list(json.loads(text)["data"]["nodes"]) == list(nodes)  # start order kept
+    assert json.loads(messages.progress_state_text("p", [])) == {
+        "type": "progress_state",
+        "data": {"prompt_id": "p", "nodes": {}},
+    }

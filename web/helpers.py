@@ -9,10 +9,8 @@ are read with an idle timeout (`Settings.request_body_timeout_s`): a body that s
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import math
-import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -92,25 +90,28 @@ def _bounded_int(text: str) -> int:
     return int(text)
 
 
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_BRACKET_DELTA = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+_CONTAINERS = (dict, list)
 
 
-def json_depth(raw: bytes) -> int:
-    """How deep arrays/objects nest in a JSON text (strings skipped); linear, no recursion."""
-    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
-    if not brackets:
-        return 0
-    return max(itertools.accumulate(map(_BRACKET_DELTA.__getitem__, brackets)))
+def nesting_depth(value: Any, limit: int) -> int:
+    """How deep lists/dicts nest in a parsed JSON value, counting at most to `limit` + 1.
+
+    Level by level rather than recursive: no stack to overflow, and a list comprehension per
+    container is the cheapest walk in CPython (~2 µs per node of a prompt)."""
+    level = [value] if type(value) in _CONTAINERS else []
+    depth = 0
+    while level and depth <= limit:
+        depth += 1
+        below: list[Any] = []
+        for item in level:
+            below += [c for c in (item.values() if type(item) is dict else item) if type(c) in _CONTAINERS]
+        level = below
+    return depth
 
 
 def parse_json(raw: bytes | str, *, what: str = "request body", max_depth: int = MAX_JSON_DEPTH) -> Any:
     """Strict JSON (see module docstring). Raises BadRequest (400) naming `what` and the problem."""
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
-    depth = json_depth(data)
-    if depth > max_depth:
-        raise BadRequest(f"{what} nests arrays/objects {depth} deep; at most {max_depth} levels are allowed")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -123,10 +124,15 @@ def parse_json(raw: bytes | str, *, what: str = "request body", max_depth: int =
         raise BadRequest(f"{what} is not valid JSON: {exc}") from None
     except json.JSONDecodeError as exc:
         raise BadRequest(f"{what} is not valid JSON: {exc}") from None
-    except RecursionError:
+    except RecursionError:  # the parser's own limit, far above ours: refused before any walk below
         raise BadRequest(f"{what} nests arrays/objects too deeply") from None
     except ValueError as exc:  # e.g. the interpreter's own integer digit limit
         raise BadRequest(f"{what} is not valid JSON: {clip(str(exc), 200)}") from None
+    depth = nesting_depth(value, max_depth)
+    if depth > max_depth:
+        raise BadRequest(
+            f"{what} nests arrays/objects more than {max_depth} levels deep; at most {max_depth} are allowed"
+        )
     if "\\u" in text:  # only escapes can produce unpaired surrogates
         try:
             json.dumps(value, ensure_ascii=False).encode("utf-8")

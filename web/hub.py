@@ -25,6 +25,8 @@ from aiohttp import WSCloseCode, web
 
 from executor import messages
 
+from .ws_wire import BATCH_BYTES, write_batch
+
 log = logging.getLogger(__name__)
 
 PREVIEW_IMAGE = 1
@@ -84,9 +86,17 @@ def preview_frame(image: bytes, image_format: str, metadata: Mapping[str, Any]) 
 class Client:
     """One socket: its identity, declared feature flags and bounded outgoing queue."""
 
-    def __init__(self, sid: str, ws: web.WebSocketResponse, shed_bytes: int, max_backlog_bytes: int) -> None:
+    def __init__(
+        self,
+        sid: str,
+        ws: web.WebSocketResponse,
+        shed_bytes: int,
+        max_backlog_bytes: int,
+        transport: asyncio.BaseTransport | None = None,
+    ) -> None:
         self.sid = sid
         self.ws = ws
+        self.transport = transport  # the upgraded connection's socket: frames are written to it directly
         self.shed_bytes = shed_bytes
         self.max_backlog_bytes = max_backlog_bytes
         self.features: dict[str, Any] = {}
@@ -153,6 +163,14 @@ class Client:
         self.droppable = 0
 
 
+async def _send_each(ws: web.WebSocketResponse, payloads: list[str | bytes]) -> None:
+    for payload in payloads:
+        if isinstance(payload, str):
+            await ws.send_str(payload)
+        else:
+            await ws.send_bytes(payload)
+
+
 class Hub:
     """Connected clients by sid. `dispatch`/`send` run on the loop; `send_threadsafe` from any thread."""
 
@@ -176,14 +194,16 @@ class Hub:
         self.loop = None
 
     # --- connections ---------------------------------------------------------------------------
-    def connect(self, sid: str, ws: web.WebSocketResponse) -> Client:
+    def connect(
+        self, sid: str, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None = None
+    ) -> Client:
         """Register a socket; a previous socket with the same sid stops receiving (it is not closed: two
         tabs sharing a clientId, e.g. a duplicated tab, would otherwise take turns reconnecting forever)."""
         old = self.clients.pop(sid, None)
         if old is not None:
             log.info("websocket %s replaced by a new connection with the same clientId", sid)
             self.disconnect(old)
-        client = Client(sid, ws, self.shed_bytes, self.max_backlog_bytes)
+        client = Client(sid, ws, self.shed_bytes, self.max_backlog_bytes, transport)
         client.writer = asyncio.get_running_loop().create_task(self._write(client))
         self.clients[sid] = client
         return client
@@ -203,15 +223,21 @@ class Hub:
             )
 
     async def _write(self, client: Client) -> None:
-        ws = client.ws
+        """Drain the client's queue in batches of whole frames, one socket write each (ws_wire)."""
         try:
             while True:
                 while client.frames and not client.closed:
-                    payload = client.pop().payload(client.supports_metadata)
-                    if isinstance(payload, str):
-                        await ws.send_str(payload)
-                    else:
-                        await ws.send_bytes(payload)
+                    payloads: list[str | bytes] = []
+                    size = 0
+                    while client.frames and size < BATCH_BYTES:
+                        payload = client.pop().payload(client.supports_metadata)
+                        payloads.append(payload)
+                        size += len(payload)
+                    if client.transport is not None:
+                        await write_batch(client.transport, payloads)
+                    else:  # a socket object without its connection (a stand-in): message by message
+                        await _send_each(client.ws, payloads)
+                    await asyncio.sleep(0)  # other clients and requests get the loop between batches
                 if client.closed:
                     return
                 client.wakeup.clear()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import logging
 import uuid
 from typing import Any
@@ -100,11 +101,17 @@ class PromptRoutes:
         if targets is not None and not all(isinstance(t, (str, int)) for t in targets):
             raise BadRequest("'partial_execution_targets' must be a list of node id strings")
         wanted = None if targets is None else [str(t) for t in targets]
+        validate = self.services.executor.validate
+        try:
+            # One serialisation serves as the validation memo key and as the queue's stored text.
+            text = json.dumps(prompt, separators=(",", ":"))
+        except (TypeError, ValueError):  # a pack's on_prompt handler put non-JSON values in the prompt
+            text = None
         try:
             if isinstance(prompt, dict) and len(prompt) > INLINE_VALIDATION_NODES:
-                validated = await asyncio.to_thread(self.services.executor.validate, prompt, wanted)
+                validated = await asyncio.to_thread(validate, prompt, wanted, text=text)
             else:
-                validated = self.services.executor.validate(prompt, wanted)
+                validated = validate(prompt, wanted, text=text)
         except PromptValidationError as exc:
             log.info("prompt refused: %s", clip(str(exc), 500))
             raise BadRequest(clip(str(exc), 500), body=exc.as_response()) from None
@@ -113,7 +120,7 @@ class PromptRoutes:
         extra_data["create_time"] = now_ms()
         try:
             queued = self.services.queue.put(
-                prompt_id, number, prompt, extra_data, validated.outputs, front=front
+                prompt_id, number, prompt, extra_data, validated.outputs, front=front, prompt_text=text
             )
         except ValueError as exc:  # the client reused an id that is still queued
             raise _error("invalid_prompt_id", "Invalid prompt_id", str(exc)) from None

@@ -22,6 +22,7 @@ and `progress` are sent as ComfyUI sends them.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -60,6 +61,7 @@ class WebEventSink:
         self.state_interval = state_interval_s
         self.clock = clock
         self.nodes: dict[str, dict[str, Any]] = {}  # progress_state entries, in start order
+        self._encoded: dict[str, str] = {}  # their JSON text, dropped when an entry changes
         self.running: str | None = None
         self.last_sent: dict[str, float] = {}
         self.current_node: str | None = None
@@ -95,7 +97,18 @@ class WebEventSink:
             self.nodes[node_id] = messages.node_state(self.prompt_id, node_id, state, value, maximum, display)
         else:
             entry.update(value=value, max=maximum, state=state)
+            self._encoded.pop(node_id, None)
         self._dirty = True
+
+    def _encoded_entries(self) -> list[str]:
+        encoded = self._encoded
+        out = []
+        for node_id, entry in self.nodes.items():
+            text = encoded.get(node_id)
+            if text is None:
+                text = encoded[node_id] = f"{json.dumps(node_id)}: {json.dumps(entry)}"
+            out.append(text)
+        return out
 
     def _finish_running(self) -> None:
         if self.running is not None:
@@ -110,7 +123,8 @@ class WebEventSink:
         if not self.nodes or not self._wanted("progress_state"):
             return []
         self._entries_sent += len(self.nodes)
-        return [json_frame(*messages.progress_state(self.prompt_id, self.nodes), droppable=not final)]
+        text = messages.progress_state_text(self.prompt_id, self._encoded_entries())
+        return [Frame(text=text, droppable=not final)]
 
     def _state_delay(self, now: float) -> float:
         """Seconds until the pending state may go (0: now): the interval, then the entry budget."""

@@ -165,7 +165,9 @@ class PromptWorker:
             cancel.cancel()
         self._broadcast_status()
         try:
-            validated = self.executor.validate(item.prompt, item.outputs_to_execute or None)
+            validated = self.executor.validate(
+                item.prompt, item.outputs_to_execute or None, text=item.prompt_text or None
+            )
             self.executor.execute(
                 validated,
                 item.prompt,

@@ -30,7 +30,7 @@ class SocketRoutes:
         await ws.prepare(request)
         sid = request.query.get("clientId") or uuid.uuid4().hex
         hub = self.services.hub
-        client = hub.connect(sid, ws)
+        client = hub.connect(sid, ws, request.transport)
         frames = [hub.status_frame(self.services.queue.remaining(), sid)]
         node = self.worker.running_node(sid)
         if node is not None:

@@ -1,0 +1,23 @@
+"""Garbage-collector settings for a long-running engine process.
+
+After start-up the heap holds millions of long-lived objects (torch, transformers, node modules). With
+the interpreter's defaults every full collection walks all of them, and a large prompt (10,000 nodes
+allocate ~100,000 containers) triggers several: measured, that doubled the engine's cost per node.
+Freezing the start-up heap takes it out of every later collection; a larger first-generation threshold
+makes young collections rarer while a prompt is being parsed and run. Reference cycles are still
+collected, only less often.
+"""
+
+from __future__ import annotations
+
+import gc
+
+YOUNG_THRESHOLD = 20_000
+
+
+def settle_heap() -> None:
+    """Collect once, freeze what survived start-up, and raise the young-generation threshold."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_THRESHOLD, older, oldest)
