@@ -42,6 +42,13 @@ def without_nproc(argv: Sequence[str]) -> list[str]:
 
 def launch(argv: Sequence[str], nproc: int) -> int:
     """Run `main.py <argv without --nproc>` in `nproc` processes under torchrun; its exit status."""
+    import torch
+
+    if torch.cuda.is_available() and nproc > torch.cuda.device_count():
+        print(
+            f"error: --nproc {nproc} needs {nproc} GPUs; {torch.cuda.device_count()} found", file=sys.stderr
+        )
+        return 2
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
         str(MAIN), *without_nproc(argv),

@@ -18,11 +18,15 @@ import torch
 from safetensors.torch import load_file
 
 from models.formats.load import load_flux_transformer
+from models.memory import MemoryManager
+from models.memory.device import CpuDevice
 from models.memory.units import module_bytes
 from models.text.prompt import T5_MIN_LENGTH
 from models.tiny import tiny_flux
-from models.training import Sample, TrainConfig
+from models.training import Sample, TrainConfig, TrainingData, attach
+from models.training.loop import _checkpointed
 from models.training.memory_plan import plan_training_memory, training_working_bytes
+from models.training.step import FLUX_LATENT_SCALE, FLUX_LATENT_SHIFT, Objective, make_batches
 from settings import Settings
 from tests.test_training_workflows import make_lora_dataset, shrink
 
@@ -63,6 +67,59 @@ def test_plan_keeps_the_configuration_when_it_fits_and_checkpoints_when_it_does_
     tight = plan_training_memory([model], samples, cfg, budget=weights, attention_matrix=True)
     assert tight.gradient_checkpointing and "exceed the device budget" in tight.reason
     assert checkpointed < tight.working_bytes < plain  # plus one block the recompute holds
+
+
+class _CopyingDevice(CpuDevice):
+    """A CPU device whose copies in are real copies, remembered with the storage they came from."""
+
+    def __init__(self) -> None:
+        super().__init__(simulate_copies=True)
+        self.copies: list[tuple[torch.Tensor, int]] = []  # held: a storage address is never reused
+
+    def copy_in(self, host: torch.Tensor) -> torch.Tensor:
+        copy = super().copy_in(host)
+        self.copies.append((copy, host.untyped_storage().data_ptr()))
+        return copy
+
+
+def test_streamed_blocks_leave_no_dropped_weight_to_autograd_once_checkpointed():
+    """Why streaming turns checkpointing on: without it the backward pass holds on to the weight
+    copies the manager dropped (on a GPU: memory it does not count); with it, none of a block's."""
+    model = tiny_flux()
+    name_of = {t.untyped_storage().data_ptr(): k for k, t in model.state_dict(keep_vars=True).items()}
+    device = _CopyingDevice()
+    memory = MemoryManager(device, budget_bytes=module_bytes(model) // 2, count_working=False)
+    cfg = TrainConfig(rank=2)
+    samples = [Sample(torch.randn(16, 4, 4), torch.randn(8, model.params.context_in_dim), torch.randn(128))]
+    batches = make_batches(samples, [0], TrainingData(tuple(samples)), cfg, micro_step=0, device=torch.device("cpu"),
+                           guidance_embed=True, latent_scale=FLUX_LATENT_SCALE, latent_shift=FLUX_LATENT_SHIFT)  # fmt: skip
+    adapters = attach(model, rank=2)
+    objective = Objective(adapters.modules, model, cfg)
+    blocks = [*model.double_blocks, *model.single_blocks]
+    held: dict[bool, set[str]] = {}
+    for checkpointing in (False, True):
+        undo = _checkpointed(blocks) if checkpointing else (lambda: None)
+        saved: set[int] = set()
+
+        def keep(t: torch.Tensor, saved: set[int] = saved) -> torch.Tensor:
+            saved.add(t.untyped_storage().data_ptr())
+            return t
+
+        with (
+            memory.use(model),
+            torch.enable_grad(),
+            torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t),
+        ):
+            assert memory.is_streamed(model)
+            loss = objective(batches)
+            current = {t.untyped_storage().data_ptr() for t in model.state_dict().values()}
+            dropped = {c.untyped_storage().data_ptr(): name_of[h] for c, h in device.copies}
+            held[checkpointing] = {dropped[p] for p in saved & dropped.keys() - current}
+            loss.backward()
+        undo()
+    assert any(k.startswith(("double_blocks.", "single_blocks.")) for k in held[False]), held[False]
+    assert all(k.startswith("final_layer.linear.") for k in held[True]), held[True]
+    adapters.detach()
 
 
 def _workflow(app) -> dict:

@@ -115,3 +115,10 @@ def test_main_run_nproc_2_trains_data_parallel_and_saves_once(demo_models_dir, t
     ddp, single = load_state(tmp_path / "ddp" / state), load_state(tmp_path / "single" / state)
     assert len(ddp.losses) == 3
     assert max(abs(a - b) for a, b in zip(ddp.losses, single.losses)) < 1e-5, (ddp.losses, single.losses)
+
+
+def test_nproc_is_not_passed_on_to_the_processes_torchrun_starts():
+    from cli_distributed import without_nproc
+
+    assert without_nproc(["run", "t.json", "--nproc", "2", "-v"]) == ["run", "t.json", "-v"]
+    assert without_nproc(["run", "--nproc=4", "t.json"]) == ["run", "t.json"]
