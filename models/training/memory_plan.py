@@ -5,7 +5,8 @@ The estimate (declared as the `working_bytes` of the trainer's `MemoryManager.us
 micro-batch of `batch_size` samples of the largest shape in the data:
 - block activations kept for the backward pass: every block's when blocks are not checkpointed;
   with checkpointing only each block's input, plus one block recomputed and differentiated;
-- the adapters: parameters, their gradients, the optimizer's state (Adam: two moments) and EMA;
+- the adapters: parameters, their gradients, the optimizer's state (Adam: two moments), EMA and,
+  under DDP, its gradient buckets;
 - the latent batch and the per-sample tensors of the objective (noise, noised input, target, loss).
 Like the sampling estimates in `models.memory.working` it is a bound with a margin, not a trace.
 
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from models.memory.units import module_bytes, repeated_block_bytes
@@ -103,6 +105,7 @@ def training_working_bytes(
         activations = (blocks + 1) * per_block
     lora_bytes = dtype_bytes(torch.float32 if config.lora_dtype == "fp32" else torch.bfloat16)
     copies = 2 + OPTIMIZER_STATES.get(config.optimizer, 2) + (1 if config.ema_decay > 0 else 0)
+    copies += 1 if dist.is_available() and dist.is_initialized() else 0  # DDP's gradient buckets
     adapters = adapter_parameter_count(model, config) * lora_bytes * copies
     latents = LATENT_COPIES * batch * largest.latent.numel() * 4
     return int((activations + adapters + latents) * MARGIN)

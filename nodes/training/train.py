@@ -7,6 +7,11 @@ the loss (raw, smoothed, fixed-timestep evaluation) pushed to the clients as `fl
 messages, validation images every N steps as progress previews (on an optional separate inference
 base), periodic atomic saves, and a stop from the UI that ends the run after the current step,
 saves LoRA + resume state and then interrupts the prompt.
+
+The node declares the run's working memory (`models.training.memory_plan`) when it places the model:
+when the transformer and that memory do not fit the device budget, blocks are checkpointed and the
+memory manager streams the ones that do not fit. Under torchrun (`main.py run --nproc N`) every rank
+runs this node; the loop shards the batches and only rank 0 reports and saves.
 """
 
 from __future__ import annotations
@@ -210,7 +215,8 @@ class TrainLoraNode(Node):
             Boolean("quantized_backward", False, tooltip="Accepted for compatibility: adapters never modify "
                     "the base weights, so quantized bases always train through them."),
             Combo("algorithm", ("LoRA", "LoHa", "LoKr"), "LoRA", tooltip="The adapter algorithm."),
-            Boolean("gradient_checkpointing", True, tooltip="Recompute block activations in the backward pass."),
+            Boolean("gradient_checkpointing", True, tooltip="Recompute block activations in the backward pass "
+                    "(turned on by itself when the device budget needs it)."),
             Int("checkpoint_depth", 1, min=1, max=5, tooltip="Accepted for compatibility; whole blocks are "
                 "checkpointed."),
             Boolean("offloading", False, tooltip="Accepted; when the model and the training memory do not fit "
