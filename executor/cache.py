@@ -38,9 +38,8 @@ def node_signature(
     node: PromptNode, node_type: NodeType, upstream: Mapping[str, str], fingerprint: Any
 ) -> str:
     """Hash of everything that determines a node's outputs. `upstream` maps node id -> signature."""
-    schema = node_type.schema
-    parts = [node.class_type, _token(fingerprint)]
-    if schema.not_idempotent or any(h.kind == "UNIQUE_ID" for h in schema.hidden):
+    parts = [node.class_type, "None" if fingerprint is None else _token(fingerprint)]
+    if node_type.schema.signs_node_id:
         parts.append(f"#id={node.node_id}")
     for name in sorted(node.inputs):
         value = node.inputs[name]

@@ -123,6 +123,17 @@ def executing(prompt_id: str, node_id: str, display_node: str | None = None) -> 
     return "executing", {"node": node_id, "display_node": display_node or node_id, "prompt_id": prompt_id}
 
 
+def executing_text(prompt_id: str, node_id: str, display_node: str | None = None) -> str:
+    """The JSON text of the `executing` message (type and data): sent once per node, so it is
+    formatted directly rather than encoded from a dict (a third of the cost)."""
+    node = json_string(node_id)
+    display = node if display_node is None or display_node == node_id else json_string(display_node)
+    return (
+        f'{{"type": "executing", "data": {{"node": {node}, "display_node": {display}, '
+        f'"prompt_id": {json_string(prompt_id)}}}}}'
+    )
+
+
 def executing_done(prompt_id: str) -> Message:
     """`executing` with node null: the prompt is over and its history is written."""
     return "executing", {"node": None, "prompt_id": prompt_id}
@@ -162,6 +173,32 @@ def node_state(
         "parent_node_id": None,
         "real_node_id": node_id,
     }
+
+
+def node_state_text(node_id: str, entry: Mapping[str, Any]) -> str:
+    """`"<node id>": {...}` for one `node_state` entry, as `json.dumps` writes it, formatted directly:
+    the final progress_state of a prompt holds one per node."""
+    key = json_string(node_id)
+    real = key if entry["real_node_id"] == node_id else json_string(entry["real_node_id"])
+    display = key if entry["display_node_id"] == node_id else json_string(entry["display_node_id"])
+    parent = entry["parent_node_id"]
+    return (
+        f'{key}: {{"value": {_number(entry["value"])}, "max": {_number(entry["max"])}, '
+        f'"state": {json_string(entry["state"])}, "node_id": {key}, "prompt_id": {json_string(entry["prompt_id"])}, '
+        f'"display_node_id": {display}, "parent_node_id": {"null" if parent is None else json_string(parent)}, '
+        f'"real_node_id": {real}}}'
+    )
+
+
+def _number(value: Any) -> str:
+    return str(value) if type(value) is int else json.dumps(value)
+
+
+def json_string(text: str) -> str:
+    """`json.dumps(text)`, with a shortcut for the plain ASCII ids nearly every node and prompt has."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    return json.dumps(text)
 
 
 def progress_state(prompt_id: str, nodes: Mapping[str, Mapping[str, Any]]) -> Message:

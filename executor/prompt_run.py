@@ -305,6 +305,12 @@ class PromptRun:
         ]
 
     def _store(self, node_id: str, node_type: NodeType, calls: list[NodeOutput]) -> None:
+        slots = node_type.schema.outputs
+        if len(calls) == 1 and len(calls[0].values) == len(slots):  # one call: nothing to merge
+            call = calls[0]
+            outputs = tuple(list(v) if s.is_list else [v] for s, v in zip(slots, call.values))
+            self._keep(node_id, outputs, _merge_ui((call.ui,)) if call.ui else None)
+            return
         self._keep(
             node_id, self._merge_outputs(node_type, [c.values for c in calls]), _merge_ui(c.ui for c in calls)
         )

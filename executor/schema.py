@@ -168,6 +168,11 @@ class Schema:
         return frozenset(i.name for i in self.inputs if i.lazy)
 
     @cached_property
+    def signs_node_id(self) -> bool:
+        """Whether the node's cache signature includes its id (a new node id re-runs it)."""
+        return self.not_idempotent or any(h.kind == "UNIQUE_ID" for h in self.hidden)
+
+    @cached_property
     def declared_names(self) -> frozenset[str]:
         """Every input and hidden input name."""
         return frozenset(i.name for i in self.inputs) | frozenset(h.name for h in self.hidden)

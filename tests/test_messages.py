@@ -130,3 +130,17 @@ def test_progress_state_text_is_the_message_the_frontend_parses():
         "type": "progress_state",
         "data": {"prompt_id": "p", "nodes": {}},
     }
+
+
+@pytest.mark.parametrize(
+    ("node_id", "display"),
+    [("5", None), ("5", "5"), ("12:3", "12"), ('q"uo\\te é', None), ("a\nb\x7f", "\x00")],
+)
+def test_per_node_texts_are_the_json_of_their_messages(node_id, display):
+    import json
+
+    kind, data = messages.executing("p-1", node_id, display)
+    assert messages.executing_text("p-1", node_id, display) == json.dumps({"type": kind, "data": data})
+    for value, maximum in ((0, 1), (2.5, 7), (float("nan"), 1e300)):
+        entry = messages.node_state("p-1", node_id, "running", value, maximum, display)
+        assert messages.node_state_text(node_id, entry) == f"{json.dumps(node_id)}: {json.dumps(entry)}"

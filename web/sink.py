@@ -22,7 +22,6 @@ and `progress` are sent as ComfyUI sends them.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -106,7 +105,7 @@ class WebEventSink:
         for node_id, entry in self.nodes.items():
             text = encoded.get(node_id)
             if text is None:
-                text = encoded[node_id] = f"{json.dumps(node_id)}: {json.dumps(entry)}"
+                text = encoded[node_id] = messages.node_state_text(node_id, entry)
             out.append(text)
         return out
 
@@ -134,8 +133,8 @@ class WebEventSink:
 
     def _coalesced_state(self) -> list[Frame]:
         """The full state if it may go now; otherwise a timer sends it later. Caller holds the lock."""
-        if not self._dirty or self._closed or not self._wanted("progress_state"):
-            return []
+        if self._timer or not self._dirty or self._closed or not self._wanted("progress_state"):
+            return []  # (a pending timer sends the state when it is due)
         now = self.clock()
         delay = self._state_delay(now)
         if delay <= 0:
@@ -153,6 +152,10 @@ class WebEventSink:
 
     # --- events --------------------------------------------------------------------------------
     def emit(self, event: ev.Event) -> None:
+        if type(event) is ev.Executing:  # once per node: nothing for history, straight to the socket
+            with self._lock:
+                self._send(self._executing(event))
+            return
         lifecycle = self.recorder.record(event, messages.now_ms())
         with self._lock:
             self._send(self._frames(event, lifecycle))
@@ -196,9 +199,10 @@ class WebEventSink:
         self._finish_running()
         self.running = self.current_node = event.node_id
         self._state(event.node_id, "running", 0, 1, event.display_node)
-        return self._coalesced_state() + self._message(
-            messages.executing(self.prompt_id, event.node_id, event.display_node)
-        )
+        if not self._wanted("executing"):
+            return self._coalesced_state()
+        text = messages.executing_text(self.prompt_id, event.node_id, event.display_node)
+        return [*self._coalesced_state(), Frame(text=text)]
 
     def _progress(self, event: ev.Progress) -> list[Frame]:
         now = self.clock()

@@ -9,9 +9,13 @@ import torch
 from executor.errors import OutOfMemory
 from models.memory import DeviceMemoryError
 
+_NO_TENSORS = (str, int, float, bool, type(None))
+
 
 def value_bytes(value: Any, _depth: int = 0) -> int:
     """Bytes held by tensors inside a node output (tensors, lists, tuples, dicts)."""
+    if type(value) in _NO_TENSORS:  # most outputs of most nodes: asked once per node run
+        return 0
     if isinstance(value, torch.Tensor):
         return value.numel() * value.element_size()
     if _depth > 4:
