@@ -32,8 +32,16 @@ def test_two_process_ddp_matches_one_process(tmp_path):
         for _ in range(6)
     ]  # fmt: skip
     save_shards(tmp_path / "ds", records, shard_size=4)
+    # SGD: the update is linear in the all-reduced gradient, so the weights can be compared tightly
+    # (Adam divides by sqrt(v), which turns rounding noise in near-zero gradients into +-lr steps).
     per_rank = TrainConfig(
-        steps=3, batch_size=2, learning_rate=1e-2, rank=2, max_grad_norm=1.0, caption_dropout=0.0
+        steps=3,
+        batch_size=2,
+        learning_rate=0.5,
+        optimizer="SGD",
+        rank=2,
+        max_grad_norm=1.0,
+        caption_dropout=0.0,
     )
     (tmp_path / "cfg.json").write_text(per_rank.to_json())
     out = tmp_path / "out" / "ddp"
@@ -54,10 +62,10 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     )
     ddp_lora = load_file(str(out.parent / "ddp_3_steps.safetensors"))
     assert ddp_lora.keys() == single.lora.keys()
+    trained = [k for k in ddp_lora if k.endswith("lora_up.weight")]  # zero at the start: all change
+    change = max(single.lora[k].abs().max().item() for k in trained)
     diffs = {k: (ddp_lora[k] - single.lora[k]).abs().max().item() for k in ddp_lora}
-    # Adam divides by sqrt(v): entries with near-zero gradients amplify all-reduce rounding, so the
-    # weights (|w| ~ 3e-2 after 3 steps at lr 1e-2) agree to 1e-4 while the loss agrees to 1e-5
-    assert max(diffs.values()) < 1e-4
+    assert change > 1e-3 and max(diffs.values()) < 1e-5 * change, (change, max(diffs.values()))
     assert sorted(p.name for p in out.parent.iterdir()) == ["ddp_3_steps.safetensors", "ddp_3_steps.state.safetensors",
                                                             "ddp_loss.json"]  # fmt: skip
 
