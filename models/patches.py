@@ -15,6 +15,8 @@ math in `models.lora.math`):
   "diff": W + s * diff;  "set": W + s * (weight - W) (s = 1: replaced);
   "lora": W + s * scale * (up @ down) (LoCon `mid`: Tucker core for conv kernels);
   "loha": W + s * scale * (w1a @ w1b) * (w2a @ w2b);  "lokr": W + s * scale * kron(w1, w2).
+  "oft": W + s * (rescale * R^T W - W), R the block-diagonal Cayley rotation of `blocks`
+  (alpha bounds its skew part; see `models.lora.oft`).
   A `dora_scale` slot makes lora/loha/lokr DoRA patches (columns re-normalised, ComfyUI's rule).
 - `base_strength` multiplies W before the patch (model merges: W * ratio + other * (1 - ratio)).
   `inner` patches are applied to a diff/set tensor first (merging a model that carries patches).
@@ -46,6 +48,7 @@ KIND_SLOTS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = MappingProxy
         "lora": (("up", "down"), ("mid", "dora_scale")),
         "loha": (("w1a", "w1b", "w2a", "w2b"), ("t1", "t2", "dora_scale")),
         "lokr": ((), ("w1", "w1a", "w1b", "w2", "w2a", "w2b", "t2", "dora_scale")),
+        "oft": (("blocks",), ("rescale",)),
     }
 )
 PATCH_KINDS = frozenset(KIND_SLOTS)

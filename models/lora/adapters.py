@@ -51,6 +51,8 @@ _SUFFIXES: tuple[tuple[str, str], ...] = tuple(
             ".lokr_w2_a": "lokr_w2a",
             ".lokr_w2_b": "lokr_w2b",
             ".lokr_t2": "lokr_t2",
+            ".oft_blocks": "oft_blocks",
+            ".rescale": "oft_rescale",
             ".diff": "diff",
             ".diff_b": "diff_b",
             ".set_weight": "set_weight",
@@ -157,6 +159,20 @@ def _weight_patch(
             tensors[slots.index(first)] = _swap(tensors[slots.index(first)])
         used |= set(present)
         kind = "lokr"
+    elif "oft_blocks" in parts and parts["oft_blocks"].dim() == 3:  # ComfyUI reads 3-D blocks only
+        blocks = parts["oft_blocks"]
+        rescale = parts.get("oft_rescale")
+        if swap:  # the rotation acts on row blocks: swap whole blocks (an even block count)
+            if blocks.shape[0] % 2:
+                return None, set()
+            blocks = _swap(blocks)
+            rescale = None if rescale is None else _swap(rescale)
+        slots, tensors = ["blocks"], [blocks]
+        if rescale is not None:
+            slots.append("rescale")
+            tensors.append(rescale)
+        used = (used - {"dora_scale"}) | ({"oft_blocks", "oft_rescale"} & set(parts))
+        kind, dora = "oft", None  # a dora_scale beside OFT blocks stays unused (reported)
     elif "diff" in parts or "set_weight" in parts:
         kind, part = ("diff", "diff") if "diff" in parts else ("set", "set_weight")
         value = _swap(parts[part]) if swap else parts[part]

@@ -10,6 +10,9 @@ Formulas (flux-formats reference §7.1, 7.5, 7.6), with s = patch.strength, c = 
 - loha:  W + s * c * (w1a @ w1b) * (w2a @ w2b)   rank = w1b.shape[0] (CP cores t1/t2 for convs)
 - lokr:  W + s * c * kron(w1, w2)           w1 = w1a @ w1b, w2 = w2a @ w2b when decomposed;
          rank = w2b.shape[0] if w2 is decomposed, else w1b.shape[0]; neither: c = 1.
+- oft:   W + s * (rescale * R^T W - W)      R: block-diagonal Cayley rotation of `blocks` [k, n, n]
+         acting on the output rows, alpha bounding its skew part (`models.lora.oft` states the
+         sources); no rescale: factor 1.
 - DoRA (a `dora_scale` slot, shape [out, 1] or [1, in]): V = W + c * delta, re-normalised to the
   stored magnitude along its axis, V' = dora_scale * V / (||V|| + eps), and W + s * (V' - W).
   The norm is that of W + delta, as DoRA (Liu et al. 2024), PEFT and LyCORIS define it; ComfyUI
@@ -26,6 +29,8 @@ import torch
 from torch import Tensor
 
 from models.patches import WeightPatch
+
+from .oft import oft_weight
 
 
 class PatchShapeError(ValueError):
@@ -119,6 +124,27 @@ def _fit(delta: Tensor, target: Tensor, patch: WeightPatch) -> Tensor:
     return delta.reshape(target.shape)
 
 
+def _apply_oft(target: Tensor, patch: WeightPatch, strength: float) -> None:
+    """An oft patch on the float32 slice `target`, in place."""
+    blocks = _f32(patch.tensors[patch.slots.index("blocks")], target)
+    rescale = patch.tensor("rescale")
+    rows = target.shape[0] if target.dim() else 0
+    if blocks.dim() != 3 or blocks.shape[1] != blocks.shape[2] or blocks.shape[0] * blocks.shape[1] != rows:
+        raise PatchShapeError(
+            f"patch {patch.key!r} (oft, from {patch.source or 'unknown'}): blocks {tuple(blocks.shape)} "
+            f"do not tile the {rows} rows of {tuple(target.shape)}"
+        )
+    if rescale is not None and rescale.numel() != rows:
+        raise PatchShapeError(
+            f"patch {patch.key!r} (oft): rescale has {rescale.numel()} values for {rows} rows"
+        )
+    adapted = oft_weight(target, blocks, patch.alpha, None if rescale is None else _f32(rescale, target))
+    if strength == 1.0:
+        target.copy_(adapted)
+    else:
+        target.add_(adapted - target, alpha=strength)
+
+
 def _dora(target: Tensor, delta: Tensor, magnitude: Tensor, strength: float) -> Tensor:
     """DoRA result for the slice `target` (float32); see the module doc."""
     merged = target + delta
@@ -163,6 +189,9 @@ def apply_patch(weight: Tensor, patch: WeightPatch) -> Tensor:
             target.copy_(value)
         else:
             target.add_(value - target, alpha=s)
+        return weight
+    if patch.kind == "oft":
+        _apply_oft(target, patch, s)
         return weight
     delta, scale = low_rank_delta(patch, target)
     delta = _fit(delta, target, patch)

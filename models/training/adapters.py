@@ -1,13 +1,14 @@
-"""Trainable LoRA / LoHa / LoKr adapters attached to a frozen base model by forward hooks.
+"""Trainable LoRA / LoHa / LoKr / OFT adapters attached to a frozen base model by forward hooks.
 
 `attach(model, ...)` creates one adapter per targeted `nn.Linear` and registers a forward hook
-that adds the adapter's output to the layer's output: y = W x + b + scale * delta(x). Nothing of
+that adds the adapter's output to the layer's output: y = W x + b + scale * delta(x) (OFT, in
+`oft.py`, rotates W x instead). Nothing of
 the base module changes (no parameter is replaced, no weight is modified); `AdapterSet.detach()`
 removes the hooks and leaves the module exactly as it was. The same adapters can be hooked into
 a second model with the same layout (a separate inference base, Dev2Pro-style).
 
 Parameter names equal the file suffixes ComfyUI reads (`lora_up.weight`, `hada_w1_a`, `lokr_w1`,
-...), so saving is a rename of the module path (see `lora_state_dict`).
+`oft_blocks`, ...), so saving is a rename of the module path (see `lora_state_dict`).
 """
 
 from __future__ import annotations
@@ -89,6 +90,12 @@ class Adapter(nn.Module):
     def delta(self, x: Tensor) -> Tensor:
         return F.linear(x, self.delta_weight())
 
+    def adapt_output(self, x: Tensor, output: Tensor, bias: Tensor | None, strength: float) -> Tensor:
+        """The layer's output with this adapter at `strength` (additive: + strength * scale * delta(x))."""
+        param = next(self.parameters())
+        d = self.delta(x.to(param.dtype))
+        return output + (d * (self.scale * strength)).to(output.dtype)
+
 
 class LoRA(Adapter):
     """delta(x) = up(down(x)); down [r, in] Kaiming-uniform, up [out, r] zero (zero delta at start)."""
@@ -162,19 +169,21 @@ def make_adapter(
 ) -> Adapter:
     if algorithm == "LoKr":
         return LoKr(layer.in_features, layer.out_features, rank, alpha, gen, lokr_factor)
+    if algorithm == "OFT":  # built on Adapter (this module), so imported here
+        from .oft import OFT
+
+        return OFT(layer.out_features, rank, alpha)
     if algorithm not in ADAPTER_TYPES:
-        raise ValueError(f"unknown adapter algorithm {algorithm!r}; one of {sorted(ADAPTER_TYPES)}")
+        choices = sorted([*ADAPTER_TYPES, "OFT"])
+        raise ValueError(f"unknown adapter algorithm {algorithm!r}; one of {choices}")
     return ADAPTER_TYPES[algorithm](layer.in_features, layer.out_features, rank, alpha, gen)
 
 
 def _hook(adapter: Adapter, strength: float):  # type: ignore[no-untyped-def]
-    def add_delta(_module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> Tensor:
-        x = args[0]
-        param = next(adapter.parameters())
-        d = adapter.delta(x.to(param.dtype))
-        return output + (d * (adapter.scale * strength)).to(output.dtype)
+    def adapt(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> Tensor:
+        return adapter.adapt_output(args[0], output, getattr(module, "bias", None), strength)
 
-    return add_delta
+    return adapt
 
 
 @dataclass(eq=False)

@@ -86,9 +86,7 @@ def lora_metadata(
 ) -> dict[str, str]:
     """Safetensors metadata of a saved LoRA: kohya's common `ss_*` fields plus our settings."""
     meta = {
-        "ss_network_module": {"LoRA": "networks.lora_flux", "LoHa": "lycoris.kohya", "LoKr": "lycoris.kohya"}[
-            algorithm
-        ],
+        "ss_network_module": "networks.lora_flux" if algorithm == "LoRA" else "lycoris.kohya",
         "ss_network_dim": str(rank),
         "ss_network_alpha": str(alpha),
         "ss_steps": str(steps),

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-ALGORITHMS = ("LoRA", "LoHa", "LoKr")
+ALGORITHMS = ("LoRA", "LoHa", "LoKr", "OFT")
 OPTIMIZERS = ("AdamW", "Adam", "SGD", "RMSprop")
 LOSS_FUNCTIONS = ("MSE", "L1", "Huber", "SmoothL1")
 TIMESTEP_SAMPLINGS = ("flux_shift", "shift", "sigmoid", "logit_normal", "uniform")
@@ -97,7 +97,7 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise TrainConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.key_style == "diffusers" and self.algorithm != "LoRA":
-            raise TrainConfigError("key_style 'diffusers' (PEFT keys) holds LoRA only, not LoHa / LoKr")
+            raise TrainConfigError("key_style 'diffusers' (PEFT keys) holds LoRA only, not LoHa / LoKr / OFT")
         if self.max_grad_norm < 0 or self.alpha <= 0 or self.discrete_flow_shift <= 0 or self.logit_std <= 0:
             raise TrainConfigError("max_grad_norm must be >= 0; alpha, discrete_flow_shift, logit_std > 0")
 

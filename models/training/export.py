@@ -12,8 +12,14 @@ SUFFIXES = {
     "lora": ("lora_up.weight", "lora_down.weight"),
     "loha": ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"),
     "lokr": ("lokr_w1", "lokr_w2_a", "lokr_w2_b"),
+    "oft": ("oft_blocks",),
 }
-SLOTS = {"lora": ("up", "down"), "loha": ("w1a", "w1b", "w2a", "w2b"), "lokr": ("w1", "w2a", "w2b")}
+SLOTS = {
+    "lora": ("up", "down"),
+    "loha": ("w1a", "w1b", "w2a", "w2b"),
+    "lokr": ("w1", "w2a", "w2b"),
+    "oft": ("blocks",),  # alpha: the rotation's constraint (models.lora.oft)
+}
 
 
 def module_names(tensors: Mapping[str, Tensor]) -> dict[str, str]:
@@ -29,7 +35,7 @@ def module_names(tensors: Mapping[str, Tensor]) -> dict[str, str]:
 def lora_patches(
     tensors: Mapping[str, Tensor], strength: float = 1.0, source: str = ""
 ) -> tuple[WeightPatch, ...]:
-    """One lora / loha / lokr WeightPatch per module of a ComfyUI-keyed trained LoRA.
+    """One lora / loha / lokr / oft WeightPatch per module of a ComfyUI-keyed trained LoRA.
 
     Raises KeyError naming keys that belong to no module (nothing is dropped silently).
     """
@@ -53,7 +59,7 @@ def lora_patches(
                 used.add(f"{prefix}.alpha")
                 break
         else:
-            raise KeyError(f"LoRA module {prefix} has no complete lora / loha / lokr tensors")
+            raise KeyError(f"LoRA module {prefix} has no complete lora / loha / lokr / oft tensors")
     left = sorted(set(tensors) - used)
     if left:
         raise KeyError(f"LoRA keys not understood: {left[:10]}")
@@ -88,7 +94,7 @@ def to_key_style(tensors: Mapping[str, Tensor], style: str) -> dict[str, Tensor]
     for module, prefix in module_names(tensors).items():
         up_key, down_key = f"{prefix}.lora_up.weight", f"{prefix}.lora_down.weight"
         if up_key not in tensors:
-            raise ValueError(f"{prefix}: only LoRA (not LoHa / LoKr) exports to diffusers keys")
+            raise ValueError(f"{prefix}: only LoRA (not LoHa / LoKr / OFT) exports to diffusers keys")
         up, down = tensors[up_key].float(), tensors[down_key]
         up = up * (float(tensors[f"{prefix}.alpha"]) / down.shape[0])
         if module.endswith(".linear1"):

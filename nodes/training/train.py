@@ -158,11 +158,16 @@ def _algorithm_of(tensors: Mapping[str, torch.Tensor]) -> tuple[str, int, float]
             algo, rank = "LoHa", t.shape[0]
         elif key.endswith(".lokr_w2_b"):
             algo, rank = "LoKr", t.shape[0]
+        elif key.endswith(
+            ".oft_blocks"
+        ):  # rank: the block size (alpha: the constraint, ComfyUI's 1.0 if absent)
+            algo, rank = "OFT", t.shape[1]
         else:
             continue
         alpha_key = key.rsplit(".", 2 if key.endswith(".weight") else 1)[0] + ".alpha"
-        return algo, int(rank), float(tensors[alpha_key]) if alpha_key in tensors else float(rank)
-    raise ValueError("existing_lora holds no LoRA / LoHa / LoKr tensors")
+        default = 1.0 if algo == "OFT" else float(rank)
+        return algo, int(rank), float(tensors[alpha_key]) if alpha_key in tensors else default
+    raise ValueError("existing_lora holds no LoRA / LoHa / LoKr / OFT tensors")
 
 
 def _fit_budget(
@@ -214,7 +219,7 @@ class TrainLoraNode(Node):
             Combo("lora_dtype", ("bf16", "fp32"), "bf16", tooltip="dtype of the output LoRA (trained in fp32)."),
             Boolean("quantized_backward", False, tooltip="Accepted for compatibility: adapters never modify "
                     "the base weights, so quantized bases always train through them."),
-            Combo("algorithm", ("LoRA", "LoHa", "LoKr"), "LoRA", tooltip="The adapter algorithm."),
+            Combo("algorithm", ("LoRA", "LoHa", "LoKr", "OFT"), "LoRA", tooltip="The adapter algorithm."),
             Boolean("gradient_checkpointing", True, tooltip="Recompute block activations in the backward pass "
                     "(turned on by itself when the device budget needs it)."),
             Int("checkpoint_depth", 1, min=1, max=5, tooltip="Accepted for compatibility; whole blocks are "

@@ -2,7 +2,7 @@
 
 Covers ComfyUI's own training output (TrainLoraNode -> SaveLoRA, reference §7.6): lora_up/down +
 alpha, `.diff` (1-D weights), `.diff_b` (biases), `.set_weight`, `.reshape_weight`, `.dora_scale`,
-LoHa/LoKr parts; and the other up/down spellings ComfyUI accepts (`lora_A`/`lora_B`, `.lora.up`,
+LoHa/LoKr/OFT parts; and the other up/down spellings ComfyUI accepts (`lora_A`/`lora_B`, `.lora.up`,
 `_lora.up`, `.lora_linear_layer.up`). Text encoders: `text_encoders.clip_l.transformer.<HF path>`
 and `text_encoders.t5xxl.transformer.<HF path>`.
 """
