@@ -16,8 +16,6 @@ from aiohttp.test_utils import TestClient, TestServer
 from web.hub import Hub, json_frame
 from web.ws_wire import encode_frame
 
-pytestmark = pytest.mark.asyncio
-
 
 def hub_app(hub: Hub) -> web.Application:
     async def socket(request: web.Request) -> web.WebSocketResponse:
@@ -36,6 +34,7 @@ def hub_app(hub: Hub) -> web.Application:
     return app
 
 
+@pytest.mark.asyncio
 @pytest.mark.parametrize("compress", [0, 15])
 async def test_every_frame_length_arrives_intact_and_in_order(compress):
     hub = Hub()
@@ -64,6 +63,7 @@ def _binary(data: bytes):
     return Frame(binary=data, binary_meta=data)
 
 
+@pytest.mark.asyncio
 async def test_a_client_that_stops_reading_is_dropped_and_the_others_keep_receiving():
     hub = Hub(shed_bytes=1 << 20, max_backlog_bytes=4 << 20)
     hub.attach(asyncio.get_running_loop())
