@@ -13,6 +13,8 @@ import re
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote
 
+from executor.paths import PathEscapeError, resolve_within
+
 from .helpers import BadRequest
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -75,14 +77,14 @@ def relative_name(name: str, *, what: str, allow_empty: bool = False) -> PurePos
 
 def resolve_inside(root: Path, relative: PurePosixPath, *, what: str) -> Path:
     """`root / relative`, refusing (403) anything that resolves outside `root` (symlinks included)."""
-    base = root.resolve()
     try:
-        target = (base / relative).resolve()
-    except (OSError, RuntimeError):  # a symlink loop, or a link target too long to follow
-        raise BadRequest(f"{what} {shown_name(relative.as_posix())} cannot be resolved", status=403) from None
-    if target != base and not target.is_relative_to(base):
-        raise BadRequest(f"{what} resolves outside its folder", status=403)
-    return target
+        return resolve_within(root, relative)
+    except PathEscapeError as exc:
+        if exc.unresolvable:
+            raise BadRequest(
+                f"{what} {shown_name(relative.as_posix())} cannot be resolved", status=403
+            ) from None
+        raise BadRequest(f"{what} resolves outside its folder", status=403) from None
 
 
 def safe_file(root: Path, *parts: str, what: str) -> Path:

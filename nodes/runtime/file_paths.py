@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from executor.paths import PathEscapeError, resolve_within
+
 FOLDER_KINDS = ("input", "output", "temp")
 # Extensions Pillow reads that ComfyUI's LoadImage lists (it keeps files whose mime type is image/*).
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".jfif", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
@@ -59,11 +61,10 @@ def safe_resolve(root: Path | str, relative: str, *, what: str = "path") -> Path
         raise UnsafePathError(f"{what} {relative!r} is empty or contains a NUL byte")
     if _is_absolute(relative):
         raise UnsafePathError(f"{what} {relative!r} is an absolute path; give a name inside the folder")
-    base = Path(root).resolve()
-    target = (base / relative.replace("\\", "/")).resolve()
-    if target != base and base not in target.parents:
-        raise UnsafePathError(f"{what} {relative!r} resolves outside its folder {base}")
-    return target
+    try:
+        return resolve_within(root, relative.replace("\\", "/"))
+    except PathEscapeError as exc:
+        raise UnsafePathError(f"{what} {relative!r} {exc} ({Path(root).resolve()})") from None
 
 
 def split_annotation(name: str, default_kind: str = "input") -> tuple[str, str]:
