@@ -41,12 +41,15 @@ def node_signature(
     parts = [node.class_type, "None" if fingerprint is None else _token(fingerprint)]
     if node_type.schema.signs_node_id:
         parts.append(f"#id={node.node_id}")
-    for name in sorted(node.inputs):
-        value = node.inputs[name]
-        if isinstance(value, Link):
-            # A link outside the run (an undeclared input naming a node that is not in the prompt;
-            # validation refuses those) still signs deterministically instead of failing the run.
-            source = upstream.get(value.node_id, f"missing:{value.node_id!r}")
+    inputs = node.inputs
+    for name in sorted(inputs):
+        value = inputs[name]
+        if type(value) is Link:
+            source = upstream.get(value.node_id)
+            if source is None:
+                # A link outside the run (an undeclared input naming a node that is not in the prompt;
+                # validation refuses those) still signs deterministically instead of failing the run.
+                source = f"missing:{value.node_id!r}"
             parts.append(f"{name}=@{source}:{value.slot}")
         else:
             parts.append(f"{name}={value!r}")

@@ -35,9 +35,10 @@ def topological_order(
     indegree = dict.fromkeys(members, 0)
     users: dict[str, list[str]] = {n: [] for n in members}
     for node_id in members:
-        for source in nodes[node_id].sources & members:
-            indegree[node_id] += 1
-            users[source].append(node_id)
+        for source in nodes[node_id].sources:
+            if source in members:
+                indegree[node_id] += 1
+                users[source].append(node_id)
     ready = [n for n, d in indegree.items() if d == 0]
     ordered: list[str] = []
     while ready:

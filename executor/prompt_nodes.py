@@ -22,6 +22,8 @@ def shown(value: Any, limit: int = SHOWN_CHARS) -> Any:
 
 def utf8_safe(text: str) -> bool:
     """False for strings holding unpaired surrogates, which no file, socket or database can encode."""
+    if text.isascii():  # a flag CPython keeps on every string: no scan
+        return True
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -48,8 +50,8 @@ class PromptNode:
         self.class_type = class_type
         self.inputs = inputs  # literals (coerced by validation) and Links
         self.title = title
-        self.link_items = tuple((k, v) for k, v in inputs.items() if type(v) is Link)
-        self.sources = frozenset(v.node_id for _, v in self.link_items)
+        self.link_items = tuple([(k, v) for k, v in inputs.items() if type(v) is Link])
+        self.sources = frozenset([v.node_id for _, v in self.link_items])
 
     def links(self) -> tuple[tuple[str, Link], ...]:
         return self.link_items
