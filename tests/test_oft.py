@@ -16,7 +16,16 @@ from models.lora.oft import cayley_rotation
 from models.lora.targets import LoraTargets
 from models.patches import WeightPatch
 from models.tiny import tiny_flux
-from models.training import Sample, TrainConfig, TrainingData, adapters, checkpoint, evaluation_loss, train
+from models.training import (
+    Sample,
+    TrainConfig,
+    TrainingData,
+    TrainState,
+    adapters,
+    checkpoint,
+    evaluation_loss,
+    train,
+)
 from models.training.export import lora_patches, to_key_style
 from models.training.validate import sample_latents
 
@@ -155,6 +164,13 @@ def test_oft_training_lowers_the_loss_and_its_file_loads_back(model, data, tmp_p
     finally:
         result.adapters.detach()
     assert after < 0.9 * before, (before, after)
+
+    # a weights-only resume (existing_lora) starts from the file's blocks, not from zero
+    resumed = train(
+        model, data, cfg.replace(steps=1, learning_rate=1e-9), resume=TrainState(adapters=result.lora)
+    )
+    for key, t in result.lora.items():
+        assert torch.allclose(resumed.lora[key], t, atol=1e-6), key
 
     path = tmp_path / "oft_12_steps_00001_.safetensors"
     checkpoint.save_safetensors(path, result.lora, result.metadata)

@@ -126,8 +126,9 @@ def _fit(delta: Tensor, target: Tensor, patch: WeightPatch) -> Tensor:
 
 def _apply_oft(target: Tensor, patch: WeightPatch, strength: float) -> None:
     """An oft patch on the float32 slice `target`, in place."""
-    blocks = _f32(patch.tensors[patch.slots.index("blocks")], target)
-    rescale = patch.tensor("rescale")
+    stored, rescale = patch.tensor("blocks"), patch.tensor("rescale")
+    assert stored is not None  # the required slot of "oft"
+    blocks = _f32(stored, target)
     rows = target.shape[0] if target.dim() else 0
     if blocks.dim() != 3 or blocks.shape[1] != blocks.shape[2] or blocks.shape[0] * blocks.shape[1] != rows:
         raise PatchShapeError(

@@ -2,10 +2,10 @@
 
 `attach(model, ...)` creates one adapter per targeted `nn.Linear` and registers a forward hook
 that adds the adapter's output to the layer's output: y = W x + b + scale * delta(x) (OFT, in
-`oft.py`, rotates W x instead). Nothing of
-the base module changes (no parameter is replaced, no weight is modified); `AdapterSet.detach()`
-removes the hooks and leaves the module exactly as it was. The same adapters can be hooked into
-a second model with the same layout (a separate inference base, Dev2Pro-style).
+`oft.py`, rotates W x instead). Nothing of the base module changes (no parameter is replaced, no
+weight is modified); `AdapterSet.detach()` removes the hooks and leaves the module exactly as it
+was. The same adapters can be hooked into a second model with the same layout (a separate
+inference base, Dev2Pro-style).
 
 Parameter names equal the file suffixes ComfyUI reads (`lora_up.weight`, `hada_w1_a`, `lokr_w1`,
 `oft_blocks`, ...), so saving is a rename of the module path (see `lora_state_dict`).
