@@ -27,6 +27,8 @@ class ValidatedPrompt:
     order: tuple[str, ...] = ()  # dependency order of every node the outputs need
     # Filled by the first run when no node has a fingerprint: a re-run of the same prompt reuses them.
     signatures: dict[str, str] | None = None
+    # Filled by the first re-check (still_valid): the registry does not change while the server runs.
+    volatile: tuple[str, ...] | None = None
 
 
 def volatile_nodes(validated: ValidatedPrompt, registry: NodeRegistry) -> list[str]:
@@ -41,7 +43,9 @@ def volatile_nodes(validated: ValidatedPrompt, registry: NodeRegistry) -> list[s
 
 def still_valid(validated: ValidatedPrompt, registry: NodeRegistry, *, services: Any = None) -> bool:
     """Re-check the volatile nodes of an earlier validation of the same prompt."""
-    volatile = volatile_nodes(validated, registry)
+    volatile = validated.volatile
+    if volatile is None:
+        volatile = validated.volatile = tuple(volatile_nodes(validated, registry))
     if not volatile:
         return True
     if any(validated.nodes[n].class_type not in registry for n in volatile):
@@ -114,7 +118,20 @@ def validate_prompt(
 ) -> ValidatedPrompt:
     """Validate everything before running. Raises PromptValidationError when no output can run."""
     nodes = parse_prompt(prompt)
-    missing = {nid: n.class_type for nid, n in nodes.items() if n.class_type not in registry}
+    described: dict[str, Schema | None] = {}  # by class_type; None: not registered
+    schemas: dict[str, Schema] = {}
+    missing: dict[str, str] = {}
+    for node_id, node in nodes.items():
+        class_type = node.class_type
+        if class_type in described:
+            schema = described[class_type]
+        else:
+            node_type = registry.get(class_type)
+            schema = described[class_type] = None if node_type is None else node_type.describe(services)
+        if schema is None:
+            missing[node_id] = class_type
+        else:
+            schemas[node_id] = schema
     if missing:
         names = sorted({shown(ct, 100) for ct in missing.values()})
         first_id, first_type = next(iter(missing.items()))
@@ -143,14 +160,7 @@ def validate_prompt(
                 for nid, ct in missing.items()
             },
         )
-    described: dict[str, Schema] = {}
-    schemas: dict[str, Schema] = {}
-    for node_id, node in nodes.items():
-        schema = described.get(node.class_type)
-        if schema is None:
-            schema = described[node.class_type] = registry[node.class_type].describe(services)
-        schemas[node_id] = schema
-    outputs = [nid for nid in nodes if schemas[nid].is_output_node]
+    outputs = [nid for nid, schema in schemas.items() if schema.is_output_node]
     if targets is not None:
         wanted = {str(t) for t in targets}
         outputs = [nid for nid in outputs if nid in wanted]

@@ -14,6 +14,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from .messages import TERMINAL
 
 # extra_data keys that carry credentials: kept in memory for the run, never stored or exposed.
@@ -22,6 +24,22 @@ SENSITIVE_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
 JOB_STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled")
 # Output keys whose items are files the UI can preview (`{filename, subfolder, type}`).
 MEDIA_KEYS = {"images": "images", "gifs": "video", "video": "video", "audio": "audio", "3d": "3d"}
+
+
+def prompt_text(prompt: Any) -> str | None:
+    """A prompt as compact JSON text (the queue's stored form and the validation memo key), or None
+    if it is not JSON. orjson writes it ~15 times faster than the json module (a 10,000-node prompt
+    took 15-20 ms, on the event loop); the json module takes what orjson refuses (integers beyond
+    64 bits). orjson writes NaN as null: prompts from a request never hold NaN (the body parser
+    refuses it), only one a node pack's on_prompt handler rewrote could."""
+    try:
+        return orjson.dumps(prompt).decode("utf-8")
+    except TypeError:
+        pass
+    try:
+        return json.dumps(prompt, separators=(",", ":"), check_circular=False)
+    except (TypeError, ValueError, RecursionError):
+        return None
 
 
 def dumps(value: Any) -> str:

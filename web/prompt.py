@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import json
 import logging
 import uuid
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from executor.errors import PromptValidationError
+from executor.history import prompt_text
 from executor.messages import now_ms
 
 from .helpers import BadRequest, add_route, clip, field_of, is_uuid, read_object
@@ -102,12 +102,7 @@ class PromptRoutes:
             raise BadRequest("'partial_execution_targets' must be a list of node id strings")
         wanted = None if targets is None else [str(t) for t in targets]
         validate = self.services.executor.validate
-        try:
-            # One serialisation serves as the validation memo key and as the queue's stored text. A parsed
-            # body has no cycles, so the encoder need not track containers (a quarter faster).
-            text = json.dumps(prompt, separators=(",", ":"), check_circular=False)
-        except (TypeError, ValueError, RecursionError):  # a pack's on_prompt handler made it non-JSON
-            text = None
+        text = prompt_text(prompt)  # one serialisation: the validation memo key and the queue's stored text
         try:
             if isinstance(prompt, dict) and len(prompt) > INLINE_VALIDATION_NODES:
                 validated = await asyncio.to_thread(validate, prompt, wanted, text=text)
