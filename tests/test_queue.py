@@ -429,3 +429,26 @@ def test_poison_prompt_after_two_real_process_deaths(tmp_path):
     assert q.pending() == [] and q.running() == []
     assert q.job("poison")["status"] == "failed"
     q.close()
+
+
+def test_stored_prompt_text_survives_restart_and_history_keeps_it_exact(tmp_path):
+    """The route stores `prompt_text(prompt)`; after a restart the worker gets the same prompt back,
+    and history serves it unchanged, integers beyond 64 bits and non-ASCII text included."""
+    from executor.history import prompt_text
+
+    prompt = {"1": {"class_type": "KSampler", "inputs": {"seed": 2**70, "text": "é ✓", "cfg": 3.5}}}
+    text = prompt_text(prompt)
+    assert text is not None and json.loads(text) == prompt
+    assert json.loads(prompt_text({"a": [1, 2.5, None, "x"]})) == {"a": [1, 2.5, None, "x"]}
+    assert prompt_text({"a": object()}) is None  # not JSON: the caller validates without a memo key
+    first = PromptQueue(tmp_path / "q.sqlite3")
+    first.put("p1", None, prompt, {}, ["1"], prompt_text=text)
+    live = first.get(0)
+    assert live is not None and live.prompt == prompt and live.prompt_text == text
+    first.close()
+    again = PromptQueue(tmp_path / "q.sqlite3")  # the running item is pending again, read from disk
+    item = again.get(0)
+    assert item is not None and item.prompt == prompt and item.prompt_text == text
+    again.task_done("p1", {"status_str": "success", "completed": True, "messages": []}, {})
+    assert again.history()["p1"]["prompt"] == [1, "p1", prompt, {}, ["1"]]
+    again.close()
