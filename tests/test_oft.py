@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.lora.load import convert_lora, load_lora, read_lora
+from models.lora.load import convert_lora, load_lora
 from models.lora.math import PatchShapeError, patched_weight
 from models.lora.oft import cayley_rotation
 from models.lora.targets import LoraTargets
@@ -231,41 +231,3 @@ def test_hooked_oft_equals_the_loader_merge(strength):
     assert (hooked - F.linear(x, merged, layer.bias)).abs().max() < 1e-5
     assert (hooked - layer(x)).abs().max() > 1e-3  # the rotation does change the output
     assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))
-
-
-# --- the ComfyUI training workflow ---------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def app(demo_models_dir, tmp_path_factory):
-    import main
-    from settings import Settings
-
-    from .test_training_nodes import make_dataset_folder
-
-    root = tmp_path_factory.mktemp("oft_app")
-    (root / "input").mkdir()
-    make_dataset_folder(root / "input")
-    settings = Settings(
-        models_dir=demo_models_dir,
-        input_dir=root / "input",
-        output_dir=root / "output",
-        temp_dir=root / "temp",
-    )
-    return main.build_app(settings, load_packs=False)
-
-
-def test_comfyui_training_workflow_with_algorithm_oft_saves_a_loadable_file(app):
-    from nodes.training.train import _algorithm_of
-
-    from .test_training_nodes import training_prompt
-
-    prompt = training_prompt(steps=3, algorithm="OFT")
-    prompt["6"]["inputs"].update(validate_every=0, eval_every=0, network_alpha=1.0)
-    app.executor.run_prompt(prompt, prompt_id="oft")
-    (saved,) = sorted((app.settings.output_dir / "loras").glob("motif_3_steps_*_.safetensors"))
-    lora = load_lora(saved, LoraTargets.of(tiny_flux()))
-    assert lora.unmapped == () and len(lora.model) == 2 * 10 + 2 * 3
-    assert {p.kind for p in lora.model} == {"oft"} and {p.alpha for p in lora.model} == {1.0}
-    tensors, _metadata = read_lora(saved)
-    assert _algorithm_of(tensors) == ("OFT", 4, 1.0)  # what existing_lora resumes with

@@ -318,3 +318,20 @@ def test_cancel_stops_after_the_step_and_saves(app):
     assert (
         saved and (saved[0].with_name(saved[0].name.replace(".safetensors", ".state.safetensors"))).is_file()
     )
+
+
+def test_comfyui_training_workflow_with_algorithm_oft_saves_a_loadable_file(app):
+    from models.lora.load import load_lora, read_lora
+    from models.lora.targets import LoraTargets
+    from models.tiny import tiny_flux
+    from nodes.training.train import _algorithm_of
+
+    prompt = training_prompt(steps=3, algorithm="OFT")
+    prompt["6"]["inputs"].update(validate_every=0, eval_every=0, network_alpha=1.0)
+    app.executor.run_prompt(prompt, prompt_id="oft")
+    (saved,) = sorted((app.settings.output_dir / "loras").glob("motif_3_steps_*_.safetensors"))
+    lora = load_lora(saved, LoraTargets.of(tiny_flux()))
+    assert lora.unmapped == () and len(lora.model) == 2 * 10 + 2 * 3
+    assert {p.kind for p in lora.model} == {"oft"} and {p.alpha for p in lora.model} == {1.0}
+    tensors, _metadata = read_lora(saved)
+    assert _algorithm_of(tensors) == ("OFT", 4, 1.0)  # what existing_lora resumes with
