@@ -216,7 +216,7 @@ class TrainLoraNode(Node):
             Int("seed", 0, min=0, max=SEED_MAX, tooltip="Seed for LoRA initialisation, noise and timesteps."),
             Combo("training_dtype", ("bf16", "fp32", "none"), "bf16",
                   tooltip="bf16: autocast on CUDA (CPU trains in fp32); fp32/none: the model's own dtype."),
-            Combo("lora_dtype", ("bf16", "fp32"), "bf16", tooltip="dtype of the output LoRA (trained in fp32)."),
+            Combo("lora_dtype", ("bf16", "fp32"), "bf16", tooltip="dtype the LoRA weights are trained and saved in."),
             Boolean("quantized_backward", False, tooltip="Accepted for compatibility: adapters never modify "
                     "the base weights, so quantized bases always train through them."),
             Combo("algorithm", ("LoRA", "LoHa", "LoKr", "OFT"), "LoRA", tooltip="The adapter algorithm."),
