@@ -21,7 +21,7 @@ from models.tiny import TINY_AE, TINY_FLUX_DEV, tiny_autoencoder, tiny_flux
 from models.tiny.control import tiny_controlnet, tiny_controlnet_params
 from nodes.control import controlnet as control_nodes
 from nodes.sampling import guiders as guider_nodes
-from tests.test_flux_nodes import g, make_executor, sampling_modules
+from tests.flux_node_helpers import g, make_executor, sampling_modules
 
 GEN = torch.Generator().manual_seed(21)
 CONTEXT = torch.randn(1, 6, TINY_FLUX_DEV.context_in_dim, generator=GEN)
@@ -154,7 +154,7 @@ def test_chained_controlnets_both_count(values, plain):
 
 
 def test_apply_node_chains_in_the_conditioning_dicts(values):
-    from tests.test_flux_nodes import run_node
+    from tests.flux_node_helpers import run_node
 
     pos, neg = run_node(
         "ControlNetApplyAdvanced",

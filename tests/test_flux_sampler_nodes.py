@@ -17,7 +17,7 @@ from executor import events as ev
 from executor.cancel import CancelToken
 from executor.errors import Interrupted
 from models.flux.denoiser import process_in, process_out
-from tests.test_flux_nodes import g, make_executor, run_prompt, sampling_modules, tiny_handle
+from tests.flux_node_helpers import g, make_executor, run_prompt, sampling_modules, tiny_handle
 
 MU = 1.15  # ComfyUI's default shift for guidance-distilled FLUX
 

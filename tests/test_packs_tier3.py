@@ -15,7 +15,7 @@ from nodes.runtime.model_paths import ModelPaths
 from nodes.runtime.registry import build_registry
 from nodes.runtime.services import NodeServices
 from settings import Settings
-from tests.test_flux_nodes import tiny_handle
+from tests.flux_node_helpers import tiny_handle
 from tests.test_flux_sampler_nodes import CONTEXT, NEG_CONTEXT, POOLED, reference_euler, simple_sigmas
 
 
