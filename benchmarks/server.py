@@ -232,12 +232,24 @@ def table(rounds: list[dict], clients: int, prompts: int) -> str:
     return "\n".join(lines)
 
 
+def machine_speed() -> float:
+    """CPU seconds of a fixed pure-Python loop (10 million additions). The sandbox's speed drifts by up
+    to 1.7x within an hour, so per-node costs are only comparable next to this number."""
+    start = time.process_time()
+    total = 0
+    for i in range(10_000_000):
+        total += i
+    return time.process_time() - start
+
+
 def main_per_node(args: argparse.Namespace) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
+    before = machine_speed()
     rows, load = against_server(lambda base, pid: measure_per_node(base, pid, sizes, args.repeats))
+    speed = f"{before:.2f} s before, {machine_speed():.2f} s after"
     text = per_node_table(rows)
     print(text)
-    print(f"\nLoad average before/after: {load}")
+    print(f"\nLoad average before/after: {load}; speed check (10M-addition Python loop): {speed}")
     if args.record:
         header = (
             f"\n## Server cost per node over HTTP + WebSocket — {date.today().isoformat()} — 2-core CPU sandbox, "
@@ -246,7 +258,8 @@ def main_per_node(args: argparse.Namespace) -> int:
             f"process; client: one aiohttp WebSocket in this process that parses every message until "
             f"`executing` null, then checks history; median of {args.repeats}; per node = marginal, against "
             f"the {sizes[0]}-node graph of the same shape and run; CPU from /proc, 10 ms ticks; the machine "
-            f"is shared, load average before/after {load}, so wall time is an upper bound)\n\n"
+            f"is shared, load average before/after {load}, so wall time is an upper bound; speed check, "
+            f"a 10M-addition Python loop: {speed})\n\n"
         )
         with RESULTS.open("a", encoding="utf-8") as handle:
             handle.write(header + text + "\n")
