@@ -17,9 +17,7 @@ from models.lora.targets import LoraTargets
 from models.patches import WeightPatch
 from models.tiny import tiny_flux
 from models.training import (
-    Sample,
     TrainConfig,
-    TrainingData,
     TrainState,
     adapters,
     checkpoint,
@@ -126,17 +124,9 @@ def model():
 
 @pytest.fixture(scope="module")
 def data(model):
-    ctx = torch.randn(8, model.params.context_in_dim, generator=torch.Generator().manual_seed(5))
-    pooled = torch.randn(model.params.vec_in_dim, generator=torch.Generator().manual_seed(6))
-    lat = torch.zeros(16, 8, 8)
-    lat[:, 2:6, 2:6] = 1.0
-    samples = tuple(
-        Sample(lat + 0.05 * torch.randn(16, 8, 8, generator=torch.Generator().manual_seed(i)), ctx, pooled)
-        for i in range(4)
-    )
-    return TrainingData(
-        samples, torch.zeros(8, model.params.context_in_dim), torch.zeros(model.params.vec_in_dim)
-    )
+    from tests.test_training_core import motif_data
+
+    return motif_data(model)
 
 
 def _merged(model, patches):

@@ -42,12 +42,17 @@ def model():
     return tiny_flux()
 
 
-@pytest.fixture(scope="module")
-def data(model):
+def motif_data(model) -> TrainingData:
+    """Four motif latents with one prompt, and the empty prompt caption dropout uses."""
     ctx = torch.randn(8, model.params.context_in_dim, generator=torch.Generator().manual_seed(5))
     pooled = torch.randn(model.params.vec_in_dim, generator=torch.Generator().manual_seed(6))
     empty = (torch.zeros(8, model.params.context_in_dim), torch.zeros(model.params.vec_in_dim))
     return TrainingData(tuple(Sample(motif_latent(i), ctx, pooled) for i in range(4)), *empty)
+
+
+@pytest.fixture(scope="module")
+def data(model):
+    return motif_data(model)
 
 
 def snapshot(model):
