@@ -5,7 +5,6 @@ One prompt's scheduling lives in `prompt_run`; this is the long-lived object the
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -14,9 +13,13 @@ from . import events as ev
 from .cache import OutputCache
 from .cancel import CancelToken
 from .graph import ValidatedPrompt, still_valid, validate_prompt
+from .history import prompt_text
 from .hooks import NodeHooks, NullHooks
 from .prompt_run import PromptRun, RunResult
 from .registry import NodeRegistry
+
+# (prompt text, targets): the route asks with the client's targets, the worker with the queued outputs.
+MemoKey = tuple[str, tuple[str, ...] | None]
 
 
 class Executor:
@@ -36,9 +39,7 @@ class Executor:
         self.cache = cache if cache is not None else OutputCache()
         self.hooks = hooks or NullHooks()
         self.services = services
-        self._memo: dict[
-            tuple[str, tuple[str, ...] | None], ValidatedPrompt
-        ] = {}  # recent prompts, insertion-ordered (LRU)
+        self._memo: dict[MemoKey, ValidatedPrompt] = {}  # recent prompts, insertion-ordered (LRU)
         self._memo_lock = threading.Lock()
 
     def validate(
@@ -50,12 +51,11 @@ class Executor:
         """
         targets = None if targets is None else tuple(targets)
         if text is None:
-            try:
-                # The same prompt submitted again (or read back from the queue) comes in the same key
-                # order, so its text is a key; sorting keys would double the cost.
-                text = json.dumps(prompt, separators=(",", ":"))
-            except (TypeError, ValueError):  # not JSON (e.g. built in code with objects): validate every time
-                return validate_prompt(prompt, self.registry, services=self.services, targets=targets)
+            # The same prompt submitted again (or read back from the queue) comes in the same key order,
+            # so its text is a key; sorting keys would double the cost.
+            text = prompt_text(prompt)
+        if text is None:  # not JSON (e.g. built in code with objects): validate every time
+            return validate_prompt(prompt, self.registry, services=self.services, targets=targets)
         with self._memo_lock:
             hit = self._memo.get((text, targets))
         if hit is not None and still_valid(hit, self.registry, services=self.services):
